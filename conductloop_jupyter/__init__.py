@@ -1,0 +1,38 @@
+"""ConductLoop for Jupyter: orchestrate AI agents from notebook cells, and steer them.
+
+>>> import conductloop_jupyter as cl
+>>> loop = cl.Conductor(name="research", budget_usd=5.0)
+"""
+
+from .conductor import Conductor
+from .core import (
+    AgentFailed,
+    AgentRun,
+    AgentState,
+    AgentStopped,
+    BudgetExceeded,
+    ConductLoopError,
+    Context,
+    Event,
+    Request,
+    SyncContext,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentFailed",
+    "AgentRun",
+    "AgentState",
+    "AgentStopped",
+    "BudgetExceeded",
+    "ConductLoopError",
+    "Conductor",
+    "Context",
+    "Event",
+    "Request",
+    "SyncContext",
+    "UsageError",
+    "__version__",
+]

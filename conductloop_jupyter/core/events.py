@@ -1,0 +1,224 @@
+"""Events: the one record of everything that happens. State is derived from them.
+
+An event is ``{seq, ts, runtime, agent_id, kind, data}``: ``seq`` counts up from 1 in each
+runtime (one runtime = one ``Conductor``), ``ts`` is seconds since the epoch, ``agent_id`` is
+``None`` for events about the conductor itself. The same shape is used on the wire, in the
+hub's store and in ``loop.events()``; ``SCHEMA_VERSION`` is bumped when a field changes
+meaning. Kind names are a wire contract: add new ones, never rename.
+
+The payload of each kind is typed once below (``*Data``) and documented in
+``docs/protocol.md``. ``data`` must be treated as read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, TypedDict, get_args
+
+SCHEMA_VERSION = 1
+
+EventKind = Literal[
+    "agent.started",
+    "agent.state",
+    "agent.status",
+    "log",
+    "tool.started",
+    "tool.finished",
+    "usage",
+    "request.opened",
+    "request.decided",
+    "instruction",
+    "handoff",
+    "agent.result",
+    "agent.error",
+    # added after the first contract (never renamed):
+    "agent.stalled",
+    "command",
+]
+
+KINDS: tuple[str, ...] = get_args(EventKind)
+
+#: events that are the agent's own progress (they reset stall detection)
+PROGRESS_KINDS = frozenset(
+    {"agent.status", "log", "tool.started", "tool.finished", "usage", "handoff", "agent.result"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened. ``loop.events()`` and supervisors see these."""
+
+    seq: int
+    ts: float
+    runtime: str
+    agent_id: str | None
+    kind: EventKind
+    data: Mapping[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "seq": self.seq,
+            "ts": self.ts,
+            "runtime": self.runtime,
+            "agent_id": self.agent_id,
+            "kind": self.kind,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Event:
+        """Parse a wire event; raises ``ValueError`` naming the first bad field."""
+        if not isinstance(raw, Mapping):
+            raise ValueError("an event must be a JSON object")
+        version = raw.get("v", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"event schema version {version!r} is not {SCHEMA_VERSION}")
+        seq, ts, runtime = raw.get("seq"), raw.get("ts"), raw.get("runtime")
+        agent_id, kind, data = raw.get("agent_id"), raw.get("kind"), raw.get("data")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise ValueError("event field 'seq' must be a positive integer")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+            raise ValueError("event field 'ts' must be a finite number")
+        if not isinstance(runtime, str) or not runtime:
+            raise ValueError("event field 'runtime' must be a non-empty string")
+        if agent_id is not None and not isinstance(agent_id, str):
+            raise ValueError("event field 'agent_id' must be a string or null")
+        if kind not in KINDS:
+            raise ValueError(f"event field 'kind' must be one of {', '.join(KINDS)}")
+        if not isinstance(data, Mapping):
+            raise ValueError("event field 'data' must be an object")
+        return cls(seq, float(ts), runtime, agent_id, kind, data)
+
+
+# -- payloads, one per kind -------------------------------------------------------------
+
+
+class AgentStartedData(TypedDict):
+    name: str
+    parent: str | None
+    model: str | None
+    budget_usd: float | None
+    input: str
+
+
+class AgentStateData(TypedDict, total=False):
+    state: str  # required
+    reason: str
+
+
+class StatusData(TypedDict):
+    text: str
+
+
+class LogData(TypedDict):
+    level: Literal["debug", "info", "warning", "error"]
+    message: str
+
+
+class ToolStartedData(TypedDict):
+    span: int
+    tool: str
+    args: dict[str, Any]
+
+
+class ToolFinishedData(TypedDict, total=False):
+    span: int  # required
+    tool: str  # required
+    ok: bool  # required
+    duration_s: float  # required
+    error: str
+
+
+class UsageData(TypedDict):
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None  # None: the price is unknown (a warning is logged beside it)
+    priced_by: Literal["caller", "genai-prices", "unknown"]
+
+
+class RequestOpenedData(TypedDict):
+    request_id: str
+    kind: Literal["approval", "question", "budget"]
+    prompt: str
+    choices: list[str] | None
+    details: dict[str, Any]
+
+
+class RequestDecidedData(TypedDict, total=False):
+    request_id: str  # required
+    decision: Literal["approved", "rejected", "answered", "withdrawn"]  # required
+    by: str  # required
+    note: str
+    text: str
+
+
+class InstructionData(TypedDict):
+    text: str
+    by: str
+
+
+class HandoffData(TypedDict):
+    to: str
+    name: str
+
+
+class ResultData(TypedDict):
+    result: str
+
+
+class ErrorData(TypedDict):
+    type: str
+    message: str
+    traceback: str
+
+
+class StalledData(TypedDict):
+    stalled: bool
+    reason: str
+
+
+class CommandData(TypedDict):
+    op: str
+    by: str
+
+
+# -- making values safe for the wire ----------------------------------------------------
+
+_MAX_TEXT = 2000
+
+
+def clip(text: str, limit: int = _MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, saying so when it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 20] + f"... [{len(text) - limit + 20} more]"
+
+
+def summarize(value: object, limit: int = 200) -> str:
+    """A short, safe one-line description of an agent's input or result."""
+    text = value if isinstance(value, str) else repr(value)
+    return clip(text, limit)
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain JSON types; anything else becomes a clipped ``repr``."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return clip(value)
+    if depth < 4 and isinstance(value, Mapping):
+        return {str(k): jsonable(v, depth + 1) for k, v in list(value.items())[:50]}
+    if depth < 4 and isinstance(value, (list, tuple)):
+        return [jsonable(v, depth + 1) for v in value[:50]]
+    return summarize(value)
+
+
+def canonical(value: Any) -> str:
+    """A stable text form of a JSON-able value (for comparing tool arguments)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,120 @@
+"""``ctx.parallel`` and ``ctx.handoff``: children that a parent waits for.
+
+Rules (also in ``docs/concepts.md``):
+
+- Children run concurrently, at most ``limit`` at a time when a limit is given; the
+  results come back in the order of the items, whatever order the children finish in.
+- Fail fast: when a child ends other than ``done`` (failed, stopped, lost), the siblings
+  still running are stopped, no further child is started, and the parent gets
+  ``AgentFailed`` (the child's exception is its ``__cause__``). Siblings that had already
+  finished keep their results (visible in ``loop.agents()`` and the events).
+  With ``return_exceptions=True`` nothing is stopped: the ``AgentFailed`` takes the child's
+  place in the results and the others go on.
+- Stopping the parent stops its children; pausing it pauses them.
+
+Children are started lazily (only ``limit`` exist at a time), so 100,000 items cost the
+memory of ``limit`` agents plus their finished results.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .errors import AgentFailed, UsageError
+from .states import AgentState
+
+if TYPE_CHECKING:
+    from .conductor import BaseConductor
+    from .runs import AgentRecord, AgentSpec
+
+Call = tuple["AgentSpec", tuple[Any, ...], dict[str, Any]]
+
+
+def parse_items(conductor: BaseConductor, items: Sequence[Any]) -> list[Call]:
+    """Check every ``(agent_name, *args)`` item before any child starts."""
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise UsageError("parallel takes a list of (agent_name, *args) tuples")
+    calls = []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or not item:
+            raise UsageError(f"each parallel item is a tuple (agent_name, *args), not {item!r}")
+        spec = conductor._spec(item[0])
+        args = tuple(item[1:])
+        spec.check_args(args, {})
+        calls.append((spec, args, {}))
+    return calls
+
+
+def child_failure(child: AgentRecord) -> AgentFailed | None:
+    assert child.outcome is not None
+    state, value = child.outcome
+    if state is AgentState.DONE:
+        return None
+    error = AgentFailed(child.agent_id, child.spec.name, state.value, str(value))
+    if isinstance(value, BaseException):
+        error.__cause__ = value
+    return error
+
+
+async def fan_out(
+    conductor: BaseConductor,
+    parent: AgentRecord,
+    calls: list[Call],
+    limit: int | None,
+    return_exceptions: bool,
+    on_spawn: Callable[[AgentRecord], None] | None = None,
+) -> list[Any]:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise UsageError(f"limit must be a positive integer or None, not {limit!r}")
+    results: list[Any] = [None] * len(calls)
+    running: dict[AgentRecord, int] = {}
+    try:
+        return await _run(
+            conductor, parent, calls, limit, return_exceptions, on_spawn, results, running
+        )
+    finally:
+        for child in running:  # stopped or abandoned: they no longer report here
+            child.notify = None
+        parent.completions.clear()
+
+
+async def _run(
+    conductor: BaseConductor,
+    parent: AgentRecord,
+    calls: list[Call],
+    limit: int | None,
+    return_exceptions: bool,
+    on_spawn: Callable[[AgentRecord], None] | None,
+    results: list[Any],
+    running: dict[AgentRecord, int],
+) -> list[Any]:
+    started = 0
+    failure: AgentFailed | None = None
+    while failure is None and (started < len(calls) or running):
+        while started < len(calls) and (limit is None or len(running) < limit):
+            spec, args, kwargs = calls[started]
+            child = conductor._spawn(spec, args, kwargs, parent=parent)
+            child.notify = parent
+            if on_spawn is not None:
+                on_spawn(child)
+            running[child] = started
+            started += 1
+        while parent.completions and failure is None:
+            child = parent.completions.popleft()
+            index = running.pop(child)
+            error = child_failure(child)
+            if error is None:
+                results[index] = child.outcome[1] if child.outcome else None
+            elif return_exceptions:
+                results[index] = error
+            else:
+                failure = error
+        if failure is None and running and not parent.completions:
+            await conductor._block(parent)
+            if parent.stop is not None:
+                raise parent.stop
+    if failure is not None:
+        for sibling in running:
+            conductor._stop_sibling(sibling, failure)
+        raise failure
+    return results

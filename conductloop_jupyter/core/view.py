@@ -1,0 +1,235 @@
+"""The live view: what every agent is doing now, derived from events and nothing else.
+
+The runtime applies each event it emits; the hub (in its own process) applies the events of
+every runtime to its own ``View``, and rebuilds it from the store after a restart. Because
+the view only ever reads events, the two always agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal
+
+from .events import Event
+from .states import AgentState
+
+RequestKind = Literal["approval", "question", "budget"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Something an agent needs from a human. ``loop.pending()`` returns these, oldest first.
+
+    ``decision`` is ``None`` while open, then ``approved``, ``rejected``, ``answered`` or
+    ``withdrawn`` (the agent ended first); ``decided_by`` says who decided.
+    """
+
+    id: str
+    agent_id: str
+    kind: RequestKind
+    prompt: str
+    choices: tuple[str, ...] | None
+    details: dict[str, Any]
+    opened: float
+    runtime: str = ""
+    decision: str | None = None
+    decided_by: str | None = None
+    answer: str | None = None
+    note: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.decision is None
+
+
+@dataclass(slots=True)
+class AgentView:
+    """One agent as the view sees it. Read-only outside ``View.apply``."""
+
+    agent_id: str
+    name: str
+    runtime: str
+    parent: str | None
+    model: str | None
+    budget_usd: float | None
+    input: str
+    started: float
+    state: AgentState = AgentState.QUEUED
+    activity: str = ""
+    stalled: bool = False
+    stall_reason: str = ""
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool: str | None = None
+    request: str | None = None
+    ended: float | None = None
+    last_event: float = 0.0
+    result: str | None = None
+    error: str | None = None
+    # model -> [cost_usd, input_tokens, output_tokens, calls, unpriced_calls]
+    by_model: dict[str, list[float]] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "name": self.name,
+            "state": self.state.value,
+            "activity": self.activity,
+            "stalled": self.stalled,
+            "cost_usd": self.cost_usd,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "parent": self.parent,
+            "model": self.model,
+            "tool": self.tool,
+            "request_id": self.request,
+            "started": self.started,
+            "ended": self.ended,
+            "unpriced_calls": self.unpriced_calls,
+            "runtime": self.runtime,
+            "error": self.error,
+        }
+
+
+class View:
+    """Agents and requests, kept current by ``apply(event)``."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, AgentView] = {}
+        self.requests: dict[str, Request] = {}
+        self._open: dict[str, Request] = {}  # insertion order = oldest first
+        self.total_cost_usd = 0.0
+        self._apply: dict[str, Callable[[AgentView, Event], None]] = {
+            "agent.state": self._state,
+            "agent.status": self._status,
+            "tool.started": self._tool_started,
+            "tool.finished": self._tool_finished,
+            "usage": self._usage,
+            "request.opened": self._request_opened,
+            "agent.result": self._result,
+            "agent.error": self._error,
+            "agent.stalled": self._stalled,
+        }
+
+    def apply(self, event: Event) -> None:
+        if event.kind == "agent.started":
+            self._started(event)
+            return
+        if event.kind == "request.decided":
+            self._request_decided(event)
+            return
+        agent = self.agents.get(event.agent_id) if event.agent_id else None
+        if agent is None:
+            return
+        agent.last_event = event.ts
+        handler = self._apply.get(event.kind)
+        if handler is not None:
+            handler(agent, event)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def pending(self) -> list[Request]:
+        """Open requests, oldest first."""
+        return list(self._open.values())
+
+    def live(self) -> list[AgentView]:
+        return [a for a in self.agents.values() if not a.state.final]
+
+    # -- applying ----------------------------------------------------------------------
+
+    def _started(self, event: Event) -> None:
+        d = event.data
+        assert event.agent_id is not None
+        self.agents[event.agent_id] = AgentView(
+            agent_id=event.agent_id,
+            name=d["name"],
+            runtime=event.runtime,
+            parent=d.get("parent"),
+            model=d.get("model"),
+            budget_usd=d.get("budget_usd"),
+            input=d.get("input", ""),
+            started=event.ts,
+            last_event=event.ts,
+        )
+
+    @staticmethod
+    def _state(agent: AgentView, event: Event) -> None:
+        agent.state = AgentState(event.data["state"])
+        agent.request = event.data.get("request_id")
+        if agent.state.final:
+            agent.ended = event.ts
+            agent.stalled = False
+            agent.tool = None
+
+    @staticmethod
+    def _status(agent: AgentView, event: Event) -> None:
+        agent.activity = event.data["text"]
+
+    @staticmethod
+    def _tool_started(agent: AgentView, event: Event) -> None:
+        agent.tool = event.data["tool"]
+
+    @staticmethod
+    def _tool_finished(agent: AgentView, event: Event) -> None:
+        agent.tool = None
+
+    def _usage(self, agent: AgentView, event: Event) -> None:
+        d = event.data
+        cost = d.get("cost_usd")
+        agent.input_tokens += d["input_tokens"]
+        agent.output_tokens += d["output_tokens"]
+        per_model = agent.by_model.setdefault(d["model"], [0.0, 0, 0, 0, 0])
+        per_model[1] += d["input_tokens"]
+        per_model[2] += d["output_tokens"]
+        per_model[3] += 1
+        if cost is None:
+            agent.unpriced_calls += 1
+            per_model[4] += 1
+        else:
+            agent.cost_usd += cost
+            per_model[0] += cost
+            self.total_cost_usd += cost
+
+    def _request_opened(self, agent: AgentView, event: Event) -> None:
+        d = event.data
+        choices = d.get("choices")
+        request = Request(
+            id=d["request_id"],
+            agent_id=agent.agent_id,
+            kind=d["kind"],
+            prompt=d["prompt"],
+            choices=tuple(choices) if choices else None,
+            details=dict(d.get("details") or {}),
+            opened=event.ts,
+            runtime=event.runtime,
+        )
+        self.requests[request.id] = self._open[request.id] = request
+
+    def _request_decided(self, event: Event) -> None:
+        d = event.data
+        request = self.requests.get(d["request_id"])
+        if request is None or request.decision is not None:
+            return
+        self._open.pop(request.id, None)
+        self.requests[request.id] = replace(
+            request,
+            decision=d["decision"],
+            decided_by=d.get("by"),
+            answer=d.get("text"),
+            note=d.get("note"),
+        )
+
+    @staticmethod
+    def _result(agent: AgentView, event: Event) -> None:
+        agent.result = event.data["result"]
+
+    @staticmethod
+    def _error(agent: AgentView, event: Event) -> None:
+        agent.error = f"{event.data['type']}: {event.data['message']}"
+
+    @staticmethod
+    def _stalled(agent: AgentView, event: Event) -> None:
+        agent.stalled = bool(event.data["stalled"])
+        agent.stall_reason = event.data.get("reason", "") if agent.stalled else ""

@@ -1,0 +1,85 @@
+"""pandas frames from the live view and the event log: ``agents()``, ``events()``, ``spend()``."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Literal
+
+import pandas as pd
+
+from ..core.errors import UsageError
+from ..core.events import Event
+from ..core.view import AgentView
+
+AGENT_COLUMNS = [
+    "agent_id", "name", "state", "activity", "stalled", "cost_usd", "input_tokens",
+    "output_tokens", "parent", "model", "tool", "request_id", "started", "ended",
+    "elapsed_s", "unpriced_calls", "runtime", "error",
+]  # fmt: skip
+EVENT_COLUMNS = ["seq", "ts", "runtime", "agent_id", "kind", "data"]
+_SPEND = ["cost_usd", "input_tokens", "output_tokens", "calls", "unpriced_calls"]
+
+
+def _times(frame: pd.DataFrame, *columns: str) -> None:
+    for column in columns:
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+
+
+def agents_frame(agents: Iterable[AgentView], now: float) -> pd.DataFrame:
+    """One row per agent, in the order they started."""
+    rows = []
+    for agent in agents:
+        row = agent.row()
+        row["elapsed_s"] = (agent.ended if agent.ended is not None else now) - agent.started
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=AGENT_COLUMNS)
+    _times(frame, "started", "ended")
+    return frame
+
+
+def events_frame(events: list[Event], dropped: int = 0) -> pd.DataFrame:
+    """One row per event; ``frame.attrs["dropped"]`` counts events the bounded log let go."""
+    frame = pd.DataFrame(
+        [(e.seq, e.ts, e.runtime, e.agent_id, e.kind, e.data) for e in events],
+        columns=EVENT_COLUMNS,
+    )
+    _times(frame, "ts")
+    frame.attrs["dropped"] = dropped
+    return frame
+
+
+def spend_frame(
+    agents: Iterable[AgentView], by: Literal["agent", "model"] = "agent"
+) -> pd.DataFrame:
+    """Cost and tokens per agent or per model, most expensive first.
+
+    ``unpriced_calls`` counts calls whose model genai-prices did not know: their cost is
+    not in ``cost_usd``.
+    """
+    if by not in ("agent", "model"):
+        raise UsageError(f"spend(by=...) takes 'agent' or 'model', not {by!r}")
+    rows: list[dict[str, Any]] = []
+    if by == "agent":
+        for agent in agents:
+            calls = sum(int(m[3]) for m in agent.by_model.values())
+            rows.append({
+                "agent_id": agent.agent_id, "name": agent.name, "cost_usd": agent.cost_usd,
+                "input_tokens": agent.input_tokens, "output_tokens": agent.output_tokens,
+                "calls": calls, "unpriced_calls": agent.unpriced_calls,
+            })  # fmt: skip
+        columns = ["agent_id", "name", *_SPEND]
+    else:
+        totals: dict[str, list[float]] = {}
+        for agent in agents:
+            for model, figures in agent.by_model.items():
+                into = totals.setdefault(model, [0.0, 0, 0, 0, 0])
+                for i, value in enumerate(figures):
+                    into[i] += value
+        for model, (cost, tokens_in, tokens_out, calls, unpriced) in totals.items():
+            rows.append({
+                "model": model, "cost_usd": cost, "input_tokens": int(tokens_in),
+                "output_tokens": int(tokens_out), "calls": int(calls),
+                "unpriced_calls": int(unpriced),
+            })  # fmt: skip
+        columns = ["model", *_SPEND]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values("cost_usd", ascending=False, kind="stable").reset_index(drop=True)
