@@ -69,7 +69,8 @@ class Conductor(BaseConductor):
                 views.append(clone)
             return views
 
-        return self._read(copy)
+        views: list[AgentView] = self._read(copy)
+        return views
 
     def agents(self) -> pd.DataFrame:
         """One row per agent: ``agent_id, name, state, activity, stalled, cost_usd, ...``."""

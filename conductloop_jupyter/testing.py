@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .core.context import _ContextBase
 from .core.events import Event
@@ -106,7 +107,7 @@ class ScriptedLLM:
         if self._failure is not None:
             raise self._failure
         if self.remaining:
-            left = [r.text for r, used in zip(self._replies, self._used) if not used]
+            left = [r.text for r, used in zip(self._replies, self._used, strict=True) if not used]
             raise ScriptError(f"{len(left)} scripted replies were never used: {left!r}")
 
     def __enter__(self) -> ScriptedLLM:
@@ -159,7 +160,9 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def match(kind: str | None = None, agent_id: str | None = None, **data: Any) -> Callable[[Event], bool]:
+def match(
+    kind: str | None = None, agent_id: str | None = None, **data: Any
+) -> Callable[[Event], bool]:
     """A predicate on events: ``match("agent.state", agent_id=x, state="paused")``."""
 
     def predicate(event: Event) -> bool:
@@ -206,8 +209,12 @@ class EventRecorder:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Event] = loop.create_future()
 
+        def settle(event: Event) -> None:
+            if not future.done():
+                future.set_result(event)
+
         def notify(event: Event) -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(event))
+            loop.call_soon_threadsafe(settle, event)
 
         with self._lock:
             found = self._find(predicate, since)
@@ -244,6 +251,7 @@ class EventRecorder:
     def of(self, agent_id: str | None = None, kind: str | None = None) -> list[Event]:
         with self._lock:
             return [
-                e for e in self.events
+                e
+                for e in self.events
                 if (agent_id is None or e.agent_id == agent_id) and (kind is None or e.kind == kind)
-            ]  # fmt: skip
+            ]

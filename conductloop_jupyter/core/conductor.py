@@ -12,7 +12,8 @@ import inspect
 import itertools
 import traceback
 from collections import deque
-from typing import Any, Awaitable, Callable, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, overload
 
 from .clock import Clock
 from .context import Context, SyncContext
@@ -71,7 +72,7 @@ class BaseConductor(SteeringMixin):
     def agent(
         self, *, name: str | None = None, model: str | None = None, budget_usd: float | None = None
     ) -> Callable[[F], F]: ...
-    def agent(
+    def agent(  # type: ignore[misc]  # the overloads are the precise contract
         self,
         fn: F | None = None,
         /,
@@ -129,11 +130,11 @@ class BaseConductor(SteeringMixin):
                 if spec.fn is agent:
                     return spec
             raise UsageError(f"{agent!r} is not a registered agent: decorate it with @loop.agent")
-        spec = self._specs.get(agent) if isinstance(agent, str) else None
-        if spec is None:
+        found = self._specs.get(agent) if isinstance(agent, str) else None
+        if found is None:
             known = ", ".join(sorted(self._specs)) or "none yet: register one with @loop.agent"
             raise UsageError(f"no agent named {agent!r}; registered agents: {known}")
-        return spec
+        return found
 
     # -- starting ----------------------------------------------------------------------
 
@@ -167,7 +168,11 @@ class BaseConductor(SteeringMixin):
         return self.start(self._router(task), task)
 
     def _spawn(
-        self, spec: AgentSpec, args: tuple, kwargs: dict[str, Any], parent: AgentRecord | None
+        self,
+        spec: AgentSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parent: AgentRecord | None,
     ) -> AgentRecord:
         loop = self._host.loop
         assert loop is not None
@@ -178,11 +183,17 @@ class BaseConductor(SteeringMixin):
             parent.children.add(record)
             record.pause = parent.pause
         budget = spec.budget_usd
-        self._emit(agent_id, "agent.started", {
-            "name": spec.name, "parent": parent.agent_id if parent else None,
-            "model": spec.model, "budget_usd": budget,
-            "input": summarize(args[0] if len(args) == 1 and not kwargs else (args, kwargs)),
-        })  # fmt: skip
+        self._emit(
+            agent_id,
+            "agent.started",
+            {
+                "name": spec.name,
+                "parent": parent.agent_id if parent else None,
+                "model": spec.model,
+                "budget_usd": budget,
+                "input": summarize(args[0] if len(args) == 1 and not kwargs else (args, kwargs)),
+            },
+        )
         if spec.is_async:
             record.task = loop.create_task(self._run_async(record, args, kwargs), name=agent_id)
         else:
@@ -191,7 +202,7 @@ class BaseConductor(SteeringMixin):
         return record
 
     async def _handoff(
-        self, parent: AgentRecord, spec: AgentSpec, args: tuple, kwargs: dict[str, Any]
+        self, parent: AgentRecord, spec: AgentSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         def announce(child: AgentRecord) -> None:
             self._emit(parent.agent_id, "handoff", {"to": child.agent_id, "name": spec.name})
@@ -209,7 +220,9 @@ class BaseConductor(SteeringMixin):
 
     # -- running -----------------------------------------------------------------------
 
-    async def _run_async(self, record: AgentRecord, args: tuple, kwargs: dict[str, Any]) -> None:
+    async def _run_async(
+        self, record: AgentRecord, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         try:
             record.started = True
             self._set_state(record, AgentState.RUNNING)
@@ -233,7 +246,7 @@ class BaseConductor(SteeringMixin):
         else:
             self._finish(record, AgentState.DONE, value)
 
-    def _run_sync(self, record: AgentRecord, args: tuple, kwargs: dict[str, Any]) -> None:
+    def _run_sync(self, record: AgentRecord, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A plain ``def`` agent, on a worker thread."""
         state, value = AgentState.DONE, None
         try:
@@ -273,10 +286,15 @@ class BaseConductor(SteeringMixin):
         if state is AgentState.DONE:
             self._emit(agent_id, "agent.result", {"result": summarize(value, 2000)})
         elif state is AgentState.FAILED:
-            self._emit(agent_id, "agent.error", {
-                "type": type(value).__name__, "message": summarize(str(value), 2000),
-                "traceback": summarize("".join(traceback.format_exception(value)), 8000),
-            })  # fmt: skip
+            self._emit(
+                agent_id,
+                "agent.error",
+                {
+                    "type": type(value).__name__,
+                    "message": summarize(str(value), 2000),
+                    "traceback": summarize("".join(traceback.format_exception(value)), 8000),
+                },
+            )
         extra = {} if state is AgentState.DONE else {"reason": summarize(str(value), 500)}
         self._set_state(record, state, **extra)
         record.outcome = (state, value)
@@ -293,7 +311,9 @@ class BaseConductor(SteeringMixin):
             self._poke(record.notify)
 
     def _stop_sibling(self, sibling: AgentRecord, failure: AgentFailed) -> None:
-        self._stop_record(sibling, AgentStopped(f"sibling {failure.agent_id} ended {failure.state}"))
+        self._stop_record(
+            sibling, AgentStopped(f"sibling {failure.agent_id} ended {failure.state}")
+        )
 
     def _tool_started(self, record: AgentRecord, span: int, tool: str, args: Any) -> None:
         self._emit(record.agent_id, "tool.started", {"span": span, "tool": tool, "args": args})
@@ -301,8 +321,11 @@ class BaseConductor(SteeringMixin):
         if change is not None and record.outcome is None:
             reason = f"called {tool} {record.repeats} times in a row with the same arguments"
             stalled = change == "stalled"
-            self._emit(record.agent_id, "agent.stalled",
-                       {"stalled": stalled, "reason": reason if stalled else ""})  # fmt: skip
+            self._emit(
+                record.agent_id,
+                "agent.stalled",
+                {"stalled": stalled, "reason": reason if stalled else ""},
+            )
 
     # -- helpers: stall watch and supervisors ------------------------------------------
 
@@ -318,13 +341,17 @@ class BaseConductor(SteeringMixin):
         while self._records and not self._closed:
             await self._clock.sleep(self._stalls.interval)
             running = (
-                r for r in self._records.values()
+                r
+                for r in self._records.values()
                 if self._view.agents[r.agent_id].state is AgentState.RUNNING
-            )  # fmt: skip
+            )
             for record in self._stalls.idle(running, self._clock.now()):
                 seconds = self._stalls.stall_after
-                self._emit(record.agent_id, "agent.stalled",
-                           {"stalled": True, "reason": f"no progress for {seconds:g} s"})  # fmt: skip
+                self._emit(
+                    record.agent_id,
+                    "agent.stalled",
+                    {"stalled": True, "reason": f"no progress for {seconds:g} s"},
+                )
 
     def _observe(self, event: Event) -> None:
         if not self._supervisors or event.data.get("source") == "supervisor":
@@ -355,10 +382,15 @@ class BaseConductor(SteeringMixin):
                 await outcome
         except Exception as error:
             name = getattr(fn, "__name__", repr(fn))
-            self._emit(None, "log", {
-                "level": "error", "source": "supervisor",
-                "message": f"supervisor {name} raised {type(error).__name__}: {error}",
-            })  # fmt: skip
+            self._emit(
+                None,
+                "log",
+                {
+                    "level": "error",
+                    "source": "supervisor",
+                    "message": f"supervisor {name} raised {type(error).__name__}: {error}",
+                },
+            )
 
     # -- reading (thread-safe) ---------------------------------------------------------
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import types
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import UsageError
-from .events import canonical, clip, jsonable
+from .events import clip, jsonable
 from .fanout import fan_out, parse_items
 from .pricing import price_usd
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .conductor import BaseConductor
     from .runs import AgentRecord
 
+T = TypeVar("T")
 LogLevel = Literal["debug", "info", "warning", "error"]
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -95,10 +97,16 @@ class _ContextBase:
                 "unknown and does not count against budgets; pass cost_usd= to price it",
                 "warning",
             )
-        self._emit("usage", {
-            "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens,
-            "cost_usd": None if cost_usd is None else float(cost_usd), "priced_by": priced_by,
-        })  # fmt: skip
+        self._emit(
+            "usage",
+            {
+                "model": model,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cost_usd": None if cost_usd is None else float(cost_usd),
+                "priced_by": priced_by,
+            },
+        )
         return cost_usd
 
     def tool(self, tool: str, **args: Any) -> ToolSpan:
@@ -195,7 +203,7 @@ class SyncContext(_ContextBase):
 
     __slots__ = ()
 
-    def _wait(self, coro: Any) -> Any:
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._conductor._host.wait(coro)
 
     def checkpoint(self) -> list[str]:
@@ -211,7 +219,9 @@ class SyncContext(_ContextBase):
         self, items: Sequence[Any], *, limit: int | None = None, return_exceptions: bool = False
     ) -> list[Any]:
         async_ctx = Context(self._conductor, self._record)
-        return self._wait(async_ctx.parallel(items, limit=limit, return_exceptions=return_exceptions))
+        return self._wait(
+            async_ctx.parallel(items, limit=limit, return_exceptions=return_exceptions)
+        )
 
     def handoff(self, agent: str, *args: Any, **kwargs: Any) -> Any:
         return self._wait(Context(self._conductor, self._record).handoff(agent, *args, **kwargs))
@@ -226,7 +236,7 @@ class ToolSpan:
     needs an ``await``): the pause then takes effect at the next gate.
     """
 
-    __slots__ = ("_ctx", "tool", "args", "_span", "_started")
+    __slots__ = ("_ctx", "_span", "_started", "args", "tool")
 
     def __init__(self, ctx: _ContextBase, tool: str, args: dict[str, Any]) -> None:
         self._ctx = ctx
@@ -244,9 +254,11 @@ class ToolSpan:
 
     def _end(self, error: BaseException | None) -> None:
         data: dict[str, Any] = {
-            "span": self._span, "tool": self.tool, "ok": error is None,
+            "span": self._span,
+            "tool": self.tool,
+            "ok": error is None,
             "duration_s": self._ctx._conductor._clock.now() - self._started,
-        }  # fmt: skip
+        }
         if error is not None:
             data["error"] = clip(f"{type(error).__name__}: {error}", 500)
         self._ctx._emit("tool.finished", data)
@@ -259,7 +271,10 @@ class ToolSpan:
         return self
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: types.TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: types.TracebackType | None,
     ) -> None:
         self._end(error)
         conductor, record = self._ctx._conductor, self._ctx._record
@@ -279,7 +294,10 @@ class ToolSpan:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: types.TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: types.TracebackType | None,
     ) -> None:
         self._end(error)
         if error is None and isinstance(self._ctx, SyncContext):

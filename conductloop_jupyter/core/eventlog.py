@@ -8,7 +8,7 @@ without limit. The live view is kept separately, so agents, spend and requests s
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import UsageError
 from .events import Event

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, TypedDict, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 SCHEMA_VERSION = 1
 

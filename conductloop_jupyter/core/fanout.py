@@ -18,7 +18,8 @@ memory of ``limit`` agents plus their finished results.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import AgentFailed, UsageError
 from .states import AgentState
@@ -34,7 +35,7 @@ def parse_items(conductor: BaseConductor, items: Sequence[Any]) -> list[Call]:
     """Check every ``(agent_name, *args)`` item before any child starts."""
     if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
         raise UsageError("parallel takes a list of (agent_name, *args) tuples")
-    calls = []
+    calls: list[Call] = []
     for item in items:
         if not isinstance(item, (tuple, list)) or not item:
             raise UsageError(f"each parallel item is a tuple (agent_name, *args), not {item!r}")

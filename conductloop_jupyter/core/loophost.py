@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Callable, Coroutine, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from .errors import UsageError
 
 T = TypeVar("T")
 
 
-def _run_into(future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple) -> None:
+def _run_into(
+    future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
     if not future.set_running_or_notify_cancel():
         return
     try:
@@ -105,7 +108,7 @@ class LoopHost:
             coro.close()
             raise UsageError("this call would block the event loop it waits for; await it")
         loop = self.loop
-        assert loop is not None and loop.is_running()
+        assert loop is not None
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def close(self) -> None:

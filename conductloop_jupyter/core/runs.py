@@ -6,8 +6,9 @@ import asyncio
 import concurrent.futures
 import inspect
 from collections import deque
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 from .errors import AgentStopped, ConductLoopError, UsageError
 from .states import AgentState
@@ -49,11 +50,9 @@ class AgentSpec:
             raise UsageError("give the agent a name: @loop.agent(name='...')")
         if inspect.isasyncgenfunction(fn):
             raise UsageError(f"agent {agent_name!r} is an async generator; make it `async def`")
-        return cls(
-            agent_name, fn, inspect.iscoroutinefunction(fn), model, budget, signature
-        )
+        return cls(agent_name, fn, inspect.iscoroutinefunction(fn), model, budget, signature)
 
-    def check_args(self, args: tuple, kwargs: dict[str, Any]) -> None:
+    def check_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
             self.signature.bind(None, *args, **kwargs)
         except TypeError as exc:
@@ -67,10 +66,29 @@ class AgentRecord:
     """
 
     __slots__ = (
-        "agent_id", "spec", "parent", "children", "notify", "completions", "task", "started",
-        "stop", "pause", "cancels", "waker", "instructions", "budget_limit", "budget_step",
-        "final", "outcome", "last_progress", "stall", "tool_key", "repeats", "spans",
-    )  # fmt: skip
+        "agent_id",
+        "budget_limit",
+        "budget_step",
+        "cancels",
+        "children",
+        "completions",
+        "final",
+        "instructions",
+        "last_progress",
+        "notify",
+        "outcome",
+        "parent",
+        "pause",
+        "repeats",
+        "spans",
+        "spec",
+        "stall",
+        "started",
+        "stop",
+        "task",
+        "tool_key",
+        "waker",
+    )
 
     def __init__(
         self,
@@ -131,7 +149,7 @@ class AgentRun:
     >>> summary = run.result(timeout=60)   # in a plain script
     """
 
-    __slots__ = ("agent_id", "name", "_conductor", "_record")
+    __slots__ = ("_conductor", "_record", "agent_id", "name")
 
     def __init__(self, conductor: BaseConductor, record: AgentRecord) -> None:
         self.agent_id = record.agent_id

@@ -78,11 +78,15 @@ class RuntimeCore:
         event = Event(self._seq, self._clock.wall(), self.runtime, agent_id, kind, data)
         self._view.apply(event)
         if self._log.append(event):
-            self._emit(None, "log", {
-                "level": "warning",
-                "message": f"the in-memory event log is full ({self._log.maxlen:,} events): "
-                "the oldest are now dropped; agents, spend and requests stay exact",
-            })  # fmt: skip
+            self._emit(
+                None,
+                "log",
+                {
+                    "level": "warning",
+                    "message": f"the in-memory event log is full ({self._log.maxlen:,} events): "
+                    "the oldest are now dropped; agents, spend and requests stay exact",
+                },
+            )
         for sink in self._sinks:
             sink.emit(event)
         self._observe(event)

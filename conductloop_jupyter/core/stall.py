@@ -13,7 +13,7 @@ calls a different tool (or the same one with other arguments). The conductor emi
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .runs import AgentRecord
 

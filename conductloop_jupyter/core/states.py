@@ -18,7 +18,7 @@ import enum
 from .errors import TransitionError
 
 
-class AgentState(str, enum.Enum):
+class AgentState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     WAITING = "waiting"
@@ -27,9 +27,6 @@ class AgentState(str, enum.Enum):
     FAILED = "failed"
     STOPPED = "stopped"
     LOST = "lost"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def final(self) -> bool:

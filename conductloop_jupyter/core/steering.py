@@ -33,7 +33,8 @@ raise ``UsageError``; so does any unknown id.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import AgentStopped, BudgetExceeded, UsageError
 from .events import clip, jsonable
@@ -80,11 +81,15 @@ class SteeringMixin(RuntimeCore):
                 continue
             if record.pause:
                 self._set_state(record, AgentState.PAUSED)
-                while record.pause and record.stop is None:
-                    await self._block(record)
+                await self._hold(record)
                 continue
             self._set_state(record, AgentState.RUNNING)
             return
+
+    async def _hold(self, record: AgentRecord) -> None:
+        """Stay paused until resumed or stopped."""
+        while record.pause and record.stop is None:
+            await self._block(record)
 
     def _take_instructions(self, record: AgentRecord) -> list[str]:
         texts = list(record.instructions)
@@ -109,10 +114,17 @@ class SteeringMixin(RuntimeCore):
                 raise UsageError("choices, when given, must not be empty")
         self._request_count += 1
         request_id = f"r{self._request_count}-{self._tag}"
-        self._emit(record.agent_id, "request.opened", {
-            "request_id": request_id, "kind": kind, "prompt": clip(prompt),
-            "choices": choices, "details": jsonable(dict(details or {})),
-        })  # fmt: skip
+        self._emit(
+            record.agent_id,
+            "request.opened",
+            {
+                "request_id": request_id,
+                "kind": kind,
+                "prompt": clip(prompt),
+                "choices": choices,
+                "details": jsonable(dict(details or {})),
+            },
+        )
         return request_id
 
     async def _await_request(self, record: AgentRecord, request_id: str) -> Request:
@@ -184,7 +196,9 @@ class SteeringMixin(RuntimeCore):
                 return request_id
         if scope == "agent":
             spent, limit, step = (
-                self._view.agents[record.agent_id].cost_usd, record.budget_limit, record.budget_step
+                self._view.agents[record.agent_id].cost_usd,
+                record.budget_limit,
+                record.budget_step,
             )
             prompt = (
                 f"{record.spec.name} ({record.agent_id}) has spent ${spent:.4f} of its "
@@ -196,22 +210,31 @@ class SteeringMixin(RuntimeCore):
                 f"The agents of {self.name} have spent ${spent:.4f} of its ${limit:.2f} "
                 f"budget. Approve to allow ${step:.2f} more; reject to stop all of them."
             )
-        assert limit is not None and step is not None
-        details = {"scope": scope, "spent_usd": spent, "budget_usd": limit,
-                   "new_budget_usd": max(limit, spent) + step}  # fmt: skip
+        assert limit is not None
+        assert step is not None
+        details = {
+            "scope": scope,
+            "spent_usd": spent,
+            "budget_usd": limit,
+            "new_budget_usd": max(limit, spent) + step,
+        }
         request_id = self._open_request(record, "budget", prompt, details=details)
         self._budget_requests[request_id] = (scope, record if scope == "agent" else None)
         return request_id
 
-    def _settle_budget(self, budget: tuple[str, AgentRecord | None], decision: str, by: str) -> None:
-        scope, record = budget
+    def _settle_budget(
+        self, budget: tuple[str, AgentRecord | None], decision: str, by: str
+    ) -> None:
+        record = budget[1]
         if decision == "approved":
             if record is not None:
-                assert record.budget_limit is not None and record.budget_step is not None
+                assert record.budget_limit is not None
+                assert record.budget_step is not None
                 spent = self._view.agents[record.agent_id].cost_usd
                 record.budget_limit = max(record.budget_limit, spent) + record.budget_step
             else:
-                assert self._budget_limit is not None and self._budget_step is not None
+                assert self._budget_limit is not None
+                assert self._budget_step is not None
                 spent = self._view.total_cost_usd
                 self._budget_limit = max(self._budget_limit, spent) + self._budget_step
         elif decision == "rejected":
@@ -229,9 +252,13 @@ class SteeringMixin(RuntimeCore):
             self._stop_record(child, AgentStopped(f"its parent {record.agent_id} was stopped"))
         if record.waker is not None:
             self._poke(record)
-        elif record.started and record.task is not None and record.task is not _current_task():
-            if record.task.cancel(msg="conductloop: stop"):
-                record.cancels += 1
+        elif (
+            record.started
+            and record.task is not None
+            and record.task is not _current_task()
+            and record.task.cancel(msg="conductloop: stop")
+        ):
+            record.cancels += 1
 
     def _stop(self, agent_id: str, by: str) -> None:
         if self._agent(agent_id).state.final or self._records[agent_id].stop is not None:
@@ -313,9 +340,9 @@ class SteeringMixin(RuntimeCore):
         if not isinstance(command, Mapping):
             raise UsageError("a command must be an object with an 'op' field")
         op, by = command.get("op"), command.get("by", "hub")
-        fields = _COMMANDS.get(op) if isinstance(op, str) else None
-        if fields is None:
+        if not isinstance(op, str) or op not in _COMMANDS:
             raise UsageError(f"unknown command op {op!r}; one of {', '.join(_COMMANDS)}")
+        fields = _COMMANDS[op]
         missing = [f for f in fields if not isinstance(command.get(f), str)]
         if missing:
             raise UsageError(f"command {op!r} needs string field(s): {', '.join(missing)}")

@@ -7,8 +7,9 @@ the view only ever reads events, the two always agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from .events import Event
 from .states import AgentState

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -11,10 +12,25 @@ from ..core.events import Event
 from ..core.view import AgentView
 
 AGENT_COLUMNS = [
-    "agent_id", "name", "state", "activity", "stalled", "cost_usd", "input_tokens",
-    "output_tokens", "parent", "model", "tool", "request_id", "started", "ended",
-    "elapsed_s", "unpriced_calls", "runtime", "error",
-]  # fmt: skip
+    "agent_id",
+    "name",
+    "state",
+    "activity",
+    "stalled",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "parent",
+    "model",
+    "tool",
+    "request_id",
+    "started",
+    "ended",
+    "elapsed_s",
+    "unpriced_calls",
+    "runtime",
+    "error",
+]
 EVENT_COLUMNS = ["seq", "ts", "runtime", "agent_id", "kind", "data"]
 _SPEND = ["cost_usd", "input_tokens", "output_tokens", "calls", "unpriced_calls"]
 
@@ -61,25 +77,36 @@ def spend_frame(
     if by == "agent":
         for agent in agents:
             calls = sum(int(m[3]) for m in agent.by_model.values())
-            rows.append({
-                "agent_id": agent.agent_id, "name": agent.name, "cost_usd": agent.cost_usd,
-                "input_tokens": agent.input_tokens, "output_tokens": agent.output_tokens,
-                "calls": calls, "unpriced_calls": agent.unpriced_calls,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "agent_id": agent.agent_id,
+                    "name": agent.name,
+                    "cost_usd": agent.cost_usd,
+                    "input_tokens": agent.input_tokens,
+                    "output_tokens": agent.output_tokens,
+                    "calls": calls,
+                    "unpriced_calls": agent.unpriced_calls,
+                }
+            )
         columns = ["agent_id", "name", *_SPEND]
     else:
         totals: dict[str, list[float]] = {}
         for agent in agents:
             for model, figures in agent.by_model.items():
-                into = totals.setdefault(model, [0.0, 0, 0, 0, 0])
+                into = totals.setdefault(model, [0.0, 0.0, 0.0, 0.0, 0.0])
                 for i, value in enumerate(figures):
                     into[i] += value
-        for model, (cost, tokens_in, tokens_out, calls, unpriced) in totals.items():
-            rows.append({
-                "model": model, "cost_usd": cost, "input_tokens": int(tokens_in),
-                "output_tokens": int(tokens_out), "calls": int(calls),
-                "unpriced_calls": int(unpriced),
-            })  # fmt: skip
+        for model, (cost, tokens_in, tokens_out, n_calls, unpriced) in totals.items():
+            rows.append(
+                {
+                    "model": model,
+                    "cost_usd": cost,
+                    "input_tokens": int(tokens_in),
+                    "output_tokens": int(tokens_out),
+                    "calls": int(n_calls),
+                    "unpriced_calls": int(unpriced),
+                }
+            )
         columns = ["model", *_SPEND]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values("cost_usd", ascending=False, kind="stable").reset_index(drop=True)
