@@ -180,27 +180,32 @@ class EventRecorder:
 
     >>> recorder = EventRecorder(); loop.attach(recorder)
     >>> event = await recorder.wait_for(match("request.opened"))
+
+    Lock-free on purpose: ``emit`` runs on the conductor's loop thread and must never
+    wait for a test thread. A waiter registers, then re-reads the events, so an event
+    emitted in between is not missed (list appends and copies are atomic in CPython).
     """
 
     def __init__(self) -> None:
         self.events: list[Event] = []
-        self._lock = threading.Lock()
         self._waiters: list[tuple[Callable[[Event], bool], Callable[[Event], None]]] = []
 
     def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-            fired = [w for w in self._waiters if w[0](event)]
-            for waiter in fired:
-                self._waiters.remove(waiter)
-        for _, notify in fired:
-            notify(event)
+        self.events.append(event)
+        for waiter in list(self._waiters):
+            if waiter[0](event):
+                waiter[1](event)
 
-    def _find(self, predicate: Callable[[Event], bool], since: int) -> Event | None:
+    def _register(
+        self, predicate: Callable[[Event], bool], notify: Callable[[Event], None], since: int
+    ) -> tuple[Callable[[Event], bool], Callable[[Event], None]] | Event:
+        waiter = (predicate, notify)
+        self._waiters.append(waiter)
         for event in self.events[since:]:
             if predicate(event):
+                self._waiters.remove(waiter)
                 return event
-        return None
+        return waiter
 
     async def wait_for(
         self, predicate: Callable[[Event], bool], timeout: float = 10.0, since: int = 0
@@ -216,16 +221,16 @@ class EventRecorder:
         def notify(event: Event) -> None:
             loop.call_soon_threadsafe(settle, event)
 
-        with self._lock:
-            found = self._find(predicate, since)
-            if found is None:
-                self._waiters.append((predicate, notify))
-        if found is not None:
-            return found
+        waiter = self._register(predicate, notify, since)
+        if isinstance(waiter, Event):
+            return waiter
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise TimeoutError(f"no matching event within {timeout} s") from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def wait_for_sync(
         self, predicate: Callable[[Event], bool], timeout: float = 10.0, since: int = 0
@@ -238,20 +243,20 @@ class EventRecorder:
             box.append(event)
             done.set()
 
-        with self._lock:
-            found = self._find(predicate, since)
-            if found is None:
-                self._waiters.append((predicate, notify))
-        if found is not None:
-            return found
-        if not done.wait(timeout):
-            raise TimeoutError(f"no matching event within {timeout} s")
+        waiter = self._register(predicate, notify, since)
+        if isinstance(waiter, Event):
+            return waiter
+        try:
+            if not done.wait(timeout):
+                raise TimeoutError(f"no matching event within {timeout} s")
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
         return box[0]
 
     def of(self, agent_id: str | None = None, kind: str | None = None) -> list[Event]:
-        with self._lock:
-            return [
-                e
-                for e in self.events
-                if (agent_id is None or e.agent_id == agent_id) and (kind is None or e.kind == kind)
-            ]
+        return [
+            e
+            for e in list(self.events)
+            if (agent_id is None or e.agent_id == agent_id) and (kind is None or e.kind == kind)
+        ]

@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import inspect
 import itertools
-import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
@@ -18,7 +17,7 @@ from typing import Any, TypeVar, overload
 from .clock import Clock
 from .context import Context, SyncContext
 from .errors import AgentFailed, AgentStopped, UsageError
-from .events import Event, canonical, summarize
+from .events import Event, brief_traceback, canonical, summarize
 from .fanout import fan_out
 from .runs import AgentRecord, AgentRun, AgentSpec
 from .runtime import EventSink, check_positive
@@ -292,7 +291,7 @@ class BaseConductor(SteeringMixin):
                 {
                     "type": type(value).__name__,
                     "message": summarize(str(value), 2000),
-                    "traceback": summarize("".join(traceback.format_exception(value)), 8000),
+                    "traceback": brief_traceback(value),
                 },
             )
         extra = {} if state is AgentState.DONE else {"reason": summarize(str(value), 500)}

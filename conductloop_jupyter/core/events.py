@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, get_args
@@ -218,6 +219,15 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     if depth < 4 and isinstance(value, (list, tuple)):
         return [jsonable(v, depth + 1) for v in value[:50]]
     return summarize(value)
+
+
+def brief_traceback(error: BaseException) -> str:
+    """The traceback's frames, without reading source files (no I/O on the event loop)."""
+    frames = traceback.StackSummary.extract(
+        traceback.walk_tb(error.__traceback__), lookup_lines=False
+    )
+    lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames]
+    return clip("\n".join([*lines, f"{type(error).__name__}: {error}"]), 8000)
 
 
 def canonical(value: Any) -> str:
