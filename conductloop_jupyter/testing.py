@@ -161,7 +161,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def match(
-    kind: str | None = None, agent_id: str | None = None, **data: Any
+    kind: str | None = None, /, agent_id: str | None = None, **data: Any
 ) -> Callable[[Event], bool]:
     """A predicate on events: ``match("agent.state", agent_id=x, state="paused")``."""
 

@@ -399,21 +399,40 @@ class BaseConductor(SteeringMixin):
     # -- closing -----------------------------------------------------------------------
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """Stop every agent, wait (up to ``timeout`` s) for them to end, release threads."""
-        if self._host.loop is None:
+        """Stop every agent, wait (up to ``timeout`` s) for them to end, release threads.
+
+        Works from any event loop: from another loop it waits without blocking that loop.
+        """
+        host = self._host
+        if host.loop is None or host.loop.is_closed():
             self._closed = True
             return
+        if asyncio.get_running_loop() is host.loop:
+            await self._shutdown(timeout)
+            return
+        await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(self._shutdown(timeout), host.loop)
+        )
+        await asyncio.to_thread(host.close)
+
+    async def _shutdown(self, timeout: float) -> None:
         self._stop_all("close")
         finals = [r.final for r in self._records.values()]
         if finals:
             await asyncio.wait(finals, timeout=timeout)
         self._closed = True
-        for task in self._helpers.values():
+        helpers = self._release()
+        await asyncio.gather(*helpers, return_exceptions=True)
+
+    def _release(self) -> list[asyncio.Task[None]]:
+        """Cancel the helper tasks and let the worker threads go once idle."""
+        helpers = list(self._helpers.values())
+        for task in helpers:
             task.cancel()
-        await asyncio.gather(*self._helpers.values(), return_exceptions=True)
         self._helpers.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        return helpers
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop every agent and release the conductor's thread and loop.
@@ -427,10 +446,9 @@ class BaseConductor(SteeringMixin):
         if self._host.on_loop_thread() or not self._host.loop.is_running():
             self._stop_all("close")
             self._closed = True
-            for task in self._helpers.values():
-                task.cancel()
+            self._release()
             return
-        self._host.wait(self.aclose(timeout))
+        self._host.wait(self._shutdown(timeout))
         self._host.close()
 
     def __enter__(self) -> BaseConductor:
