@@ -178,7 +178,7 @@ class AgentRun:
             )
         if self._record.outcome is None:
             done: concurrent.futures.Future[None] = concurrent.futures.Future()
-            host.call(_bridge, self._record.final, done)
+            host.soon(_bridge, self._record.final, done)
             done.result(timeout)
         return self._record.result()
 
@@ -192,7 +192,7 @@ class AgentRun:
                 await asyncio.shield(self._record.final)
             else:
                 done: concurrent.futures.Future[None] = concurrent.futures.Future()
-                host.call(_bridge, self._record.final, done)
+                host.soon(_bridge, self._record.final, done)
                 await asyncio.wrap_future(done)
         return self._record.result()
 
