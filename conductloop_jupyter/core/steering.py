@@ -201,14 +201,14 @@ class SteeringMixin(RuntimeCore):
                 record.budget_step,
             )
             prompt = (
-                f"{record.spec.name} ({record.agent_id}) has spent ${spent:.4f} of its "
-                f"${limit:.2f} budget. Approve to allow ${step:.2f} more; reject to stop it."
+                f"{record.spec.name} ({record.agent_id}) has spent {usd(spent)} of its "
+                f"{usd(limit)} budget. Approve to allow {usd(step)} more; reject to stop it."
             )
         else:
             spent, limit, step = self._view.total_cost_usd, self._budget_limit, self._budget_step
             prompt = (
-                f"The agents of {self.name} have spent ${spent:.4f} of its ${limit:.2f} "
-                f"budget. Approve to allow ${step:.2f} more; reject to stop all of them."
+                f"The agents of {self.name} have spent {usd(spent)} of its {usd(limit)} "
+                f"budget. Approve to allow {usd(step)} more; reject to stop all of them."
             )
         assert limit is not None
         assert step is not None
@@ -362,6 +362,13 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "stop_all": (),
     "redirect": ("agent_id", "text"),
 }
+
+
+def usd(amount: float | None) -> str:
+    """Money for people: cents when it is dollars, four decimals when it is less."""
+    if amount is None:
+        return "$?"
+    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
 
 
 def _current_task() -> asyncio.Task[Any] | None:
