@@ -34,6 +34,7 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
             pytest.fail(f"the test left {len(leaked)} task(s) running: {leaked[:5]}")
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
     if errors:
         pytest.fail(f"the event loop reported errors: {[e.get('message') for e in errors]}")
