@@ -38,6 +38,7 @@ EventKind = Literal[
     # added after the first contract (never renamed):
     "agent.stalled",
     "command",
+    "gap",
 ]
 
 KINDS: tuple[str, ...] = get_args(EventKind)
@@ -186,6 +187,14 @@ class StalledData(TypedDict):
 class CommandData(TypedDict):
     op: str
     by: str
+
+
+class GapData(TypedDict):
+    """Events a runtime had to drop while the hub was away (its buffer was full)."""
+
+    first_seq: int
+    last_seq: int
+    dropped: int
 
 
 # -- making values safe for the wire ----------------------------------------------------

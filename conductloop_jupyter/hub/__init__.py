@@ -1,0 +1,1 @@
+"""The hub: one per machine-session; the store, the live view of every runtime, routing."""
