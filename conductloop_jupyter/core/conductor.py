@@ -12,7 +12,7 @@ import inspect
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 from .clock import Clock
 from .context import Context, SyncContext
@@ -62,6 +62,13 @@ class BaseConductor(SteeringMixin):
         self._max_threads = int(max_threads)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
+        self._bound_to: asyncio.AbstractEventLoop | None = None
+
+    def _on_bind(self) -> None:
+        """Called on the loop thread when the conductor first binds to a loop."""
+
+    async def _on_close(self) -> None:
+        """Called on the loop thread after the agents have ended, before release."""
 
     # -- registering -------------------------------------------------------------------
 
@@ -147,7 +154,10 @@ class BaseConductor(SteeringMixin):
             raise UsageError("this conductor is closed; create a new Conductor")
         spec = self._spec(agent)
         spec.check_args(args, kwargs)
-        self._host.ensure(can_rebind=not self._records)
+        loop = self._host.ensure(can_rebind=not self._records)
+        if self._bound_to is not loop:
+            self._bound_to = loop
+            self._host.call(self._on_bind)
         record = self._host.call(self._spawn, spec, args, kwargs, None)
         return AgentRun(self, record)
 
@@ -421,6 +431,7 @@ class BaseConductor(SteeringMixin):
         if finals:
             await asyncio.wait(finals, timeout=timeout)
         self._closed = True
+        await self._on_close()
         helpers = self._release()
         await asyncio.gather(*helpers, return_exceptions=True)
 
@@ -451,13 +462,13 @@ class BaseConductor(SteeringMixin):
         self._host.wait(self._shutdown(timeout))
         self._host.close()
 
-    def __enter__(self) -> BaseConductor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> BaseConductor:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

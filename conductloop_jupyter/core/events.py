@@ -77,13 +77,17 @@ class Event:
         if not isinstance(raw, Mapping):
             raise ValueError("an event must be a JSON object")
         version = raw.get("v", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:
             raise ValueError(f"event schema version {version!r} is not {SCHEMA_VERSION}")
         seq, ts, runtime = raw.get("seq"), raw.get("ts"), raw.get("runtime")
         agent_id, kind, data = raw.get("agent_id"), raw.get("kind"), raw.get("data")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ValueError("event field 'seq' must be a positive integer")
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+        try:
+            finite = isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
             raise ValueError("event field 'ts' must be a finite number")
         if not isinstance(runtime, str) or not runtime:
             raise ValueError("event field 'runtime' must be a non-empty string")
@@ -206,6 +210,8 @@ def clip(text: str, limit: int = _MAX_TEXT) -> str:
     """``text`` cut to ``limit`` characters, saying so when it was cut."""
     if len(text) <= limit:
         return text
+    if limit < 40:
+        return text[:limit]
     return text[: limit - 20] + f"... [{len(text) - limit + 20} more]"
 
 

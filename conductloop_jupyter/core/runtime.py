@@ -77,23 +77,21 @@ class RuntimeCore:
         self._seq += 1
         event = Event(self._seq, self._clock.wall(), self.runtime, agent_id, kind, data)
         self._view.apply(event)
-        if self._log.append(event):
-            self._emit(
-                None,
-                "log",
-                {
-                    "level": "warning",
-                    "message": f"the in-memory event log is full ({self._log.maxlen:,} events): "
-                    "the oldest are now dropped; agents, spend and requests stay exact",
-                },
-            )
+        log_full = self._log.append(event)
         for sink in self._sinks:
             sink.emit(event)
         self._observe(event)
+        # events this one causes are emitted after it has reached every sink (seq order)
         if agent_id is not None and kind in PROGRESS_KINDS:
             record = self._records.get(agent_id)
             if record is not None and self._stalls.progress(record, self._clock.now()):
                 self._emit(agent_id, "agent.stalled", {"stalled": False, "reason": ""})
+        if log_full:
+            message = (
+                f"the in-memory event log is full ({self._log.maxlen:,} events): "
+                "the oldest are now dropped; agents, spend and requests stay exact"
+            )
+            self._emit(None, "log", {"level": "warning", "message": message})
         return event
 
     def _observe(self, event: Event) -> None:

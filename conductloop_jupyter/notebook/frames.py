@@ -40,19 +40,18 @@ def _times(frame: pd.DataFrame, *columns: str) -> None:
         frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
 
 
-def agents_frame(agents: Iterable[AgentView], now: float) -> pd.DataFrame:
-    """One row per agent, in the order they started."""
-    rows = []
-    for agent in agents:
-        row = agent.row()
-        row["elapsed_s"] = (agent.ended if agent.ended is not None else now) - agent.started
-        rows.append(row)
+def agents_frame(rows: Iterable[dict[str, Any]], now: float) -> pd.DataFrame:
+    """One row per agent (``AgentView.row()`` dicts), in the order they started."""
+    rows = [
+        {**row, "elapsed_s": (row["ended"] if row["ended"] is not None else now) - row["started"]}
+        for row in rows
+    ]
     frame = pd.DataFrame(rows, columns=AGENT_COLUMNS)
     _times(frame, "started", "ended")
     return frame
 
 
-def events_frame(events: list[Event], dropped: int = 0) -> pd.DataFrame:
+def events_frame(events: Iterable[Event], dropped: int = 0) -> pd.DataFrame:
     """One row per event; ``frame.attrs["dropped"]`` counts events the bounded log let go."""
     frame = pd.DataFrame(
         [(e.seq, e.ts, e.runtime, e.agent_id, e.kind, e.data) for e in events],
