@@ -4,6 +4,7 @@
 >>> loop = cl.Conductor(name="research", budget_usd=5.0)
 """
 
+from .client import Hub, connect
 from .conductor import Conductor
 from .core import (
     AgentFailed,
@@ -31,8 +32,10 @@ __all__ = [
     "Conductor",
     "Context",
     "Event",
+    "Hub",
     "Request",
     "SyncContext",
     "UsageError",
     "__version__",
+    "connect",
 ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
 from .core.clock import Clock
 from .core.conductor import BaseConductor
-from .core.errors import UsageError
 from .core.view import AgentView
+from .hub.discovery import HubAddress, find, resolve_home
+
+if TYPE_CHECKING:
+    from .link import HubLink
 from .notebook.frames import agents_frame, events_frame, spend_frame
 
 
@@ -26,9 +29,11 @@ class Conductor(BaseConductor):
     >>> await run                                  # 'notes on agents'
     >>> loop.agents()                              # a DataFrame, one row per agent
 
-    ``hub=None`` (the default) keeps events in this process for now; ``hub=False`` says
-    so explicitly. In a notebook agents run on the kernel's loop, so a cell returns at
-    once; in a script on a background thread. Every steering method is thread-safe.
+    ``hub=None`` (the default): the hub named by ``$CONDUCTLOOP_HUB`` (the Jupyter extension
+    sets it), else the one in ``<home>/hub.json``, else an embedded hub started in this
+    process. ``hub=False``: no hub; nothing leaves the process. ``hub="http://host:port"``:
+    that hub. In a notebook agents run on the kernel's loop, so a cell returns at once; in
+    a script on a background thread. Every steering method is thread-safe.
     """
 
     def __init__(
@@ -44,11 +49,7 @@ class Conductor(BaseConductor):
         repeat_limit: int = 3,
         max_threads: int = 32,
     ) -> None:
-        if hub not in (None, False):
-            raise UsageError(
-                f"hub={hub!r}: connecting to a hub is not available in this version; "
-                "use hub=None or hub=False"
-            )
+        target = find(hub, resolve_home(home))  # checks hub before anything starts
         super().__init__(
             name,
             budget_usd=budget_usd,
@@ -58,7 +59,28 @@ class Conductor(BaseConductor):
             repeat_limit=repeat_limit,
             max_threads=max_threads,
         )
-        self.home = home
+        self.home = resolve_home(home)
+        self._target = target
+        self._link: HubLink | None = None
+
+    def _on_bind(self) -> None:
+        if self._target is False:
+            return  # hub=False (or $CONDUCTLOOP_HUB=off): nothing leaves this process
+        from .link import HubLink  # TEMPORARY: top-level once hub.store lands
+
+        target = self._target if isinstance(self._target, HubAddress) else None
+        self._link = HubLink(self, target, self.home)
+        self._sinks.append(self._link)
+        self._link.start()
+
+    async def _on_close(self) -> None:
+        if self._link is not None:
+            await self._link.aclose()
+
+    @property
+    def link(self) -> HubLink | None:
+        """The connection to the hub (``None`` with ``hub=False``)."""
+        return self._link
 
     def _agent_views(self) -> list[AgentView]:
         def copy() -> list[AgentView]:
@@ -74,7 +96,8 @@ class Conductor(BaseConductor):
 
     def agents(self) -> pd.DataFrame:
         """One row per agent: ``agent_id, name, state, activity, stalled, cost_usd, ...``."""
-        return agents_frame(self._agent_views(), self._clock.wall())
+        rows = self._read(lambda: [a.row() for a in self._view.agents.values()])
+        return agents_frame(rows, self._clock.wall())
 
     def events(self) -> pd.DataFrame:
         """Every event still in the log: ``seq, ts, runtime, agent_id, kind, data``."""
