@@ -110,7 +110,8 @@ async def _run(
                 results[index] = error
             else:
                 failure = error
-        if failure is None and running and not parent.completions:
+        room = started < len(calls) and (limit is None or len(running) < limit)
+        if failure is None and running and not parent.completions and not room:
             await conductor._block(parent)
             if parent.stop is not None:
                 raise parent.stop
