@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import json
 import queue
+import signal
 import sys
 from typing import TextIO
 
+from .client import connect
 from .conductor import Conductor
+from .core.errors import ConductLoopError
 from .core.events import Event
+from .core.steering import usd
 from .core.view import Request
 from .demo import TASKS, build
+from .hub.discovery import resolve_home
+from .hub.server import HubBusy, HubServer
 
 _SHOWN = {"agent.started", "agent.status", "agent.state", "tool.started", "usage"}
 
@@ -103,15 +112,74 @@ def _decide(loop: Conductor, request: Request, reply: str) -> bool:
     return True
 
 
+def serve(home: str | None, host: str, port: int) -> int:
+    """Run a hub in the foreground until SIGINT or SIGTERM."""
+    server = HubServer(resolve_home(home), host=host, port=port)
+    try:
+        address = server.bind()
+    except HubBusy as busy:
+        print(f"conductloop: {busy}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        await server.start()
+        print(f"conductloop hub at {address.url} (home {server.home}); Ctrl-C stops it", flush=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        await server.stop()
+
+    asyncio.run(run())
+    print("conductloop hub stopped", flush=True)
+    return 0
+
+
+def status(home: str | None, as_json: bool) -> int:
+    """Print every agent and open request on the hub."""
+    try:
+        hub = connect(home=home)
+        summary, agents, pending = hub.status(), hub.agents(), hub.pending()
+    except ConductLoopError as error:
+        print(f"conductloop: {error}", file=sys.stderr)
+        return 1
+    if as_json:
+        rows = agents.drop(columns=["started", "ended"]).to_dict(orient="records")
+        body = {"hub": hub.address.url, **summary, "agents": rows,
+                "pending": [dataclasses.asdict(r) for r in pending]}  # fmt: skip
+        print(json.dumps(body, default=str, indent=2))
+        return 0
+    connected = sum(1 for r in summary["runtimes"] if r["connected"])
+    print(f"hub {hub.address.url}: {connected} runtime(s) connected, "
+          f"spend {usd(summary['spend_usd'])}")  # fmt: skip
+    if agents.empty:
+        print("no agents yet")
+    else:
+        print(agents[["agent_id", "state", "activity", "cost_usd"]].to_string(index=False))
+    for request in pending:
+        print(f"needs you: {request.id} ({request.kind}) {request.agent_id}: {request.prompt}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conductloop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser("demo", help="run demonstration agents that need you")
     run_demo.add_argument("--pace", type=float, default=0.4, help="seconds between steps")
+    run_serve = commands.add_parser("serve", help="run a hub (without Jupyter)")
+    run_serve.add_argument("--home", help="the hub's data folder (default: $CONDUCTLOOP_HOME)")
+    run_serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    run_serve.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    run_status = commands.add_parser("status", help="every agent and open request on the hub")
+    run_status.add_argument("--home", help="the hub's data folder (default: $CONDUCTLOOP_HOME)")
+    run_status.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.pace)
-    return 2  # pragma: no cover - argparse refuses unknown commands first
+    if args.command == "serve":
+        return serve(args.home, args.host, args.port)
+    return status(args.home, args.json)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,11 +83,13 @@ class Event:
         agent_id, kind, data = raw.get("agent_id"), raw.get("kind"), raw.get("data")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ValueError("event field 'seq' must be a positive integer")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+            raise ValueError("event field 'ts' must be a finite number")
         try:
-            finite = isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts)
+            ts = float(ts)
         except OverflowError:  # an integer too large for a float
-            finite = False
-        if not finite:
+            ts = math.inf
+        if not math.isfinite(ts):
             raise ValueError("event field 'ts' must be a finite number")
         if not isinstance(runtime, str) or not runtime:
             raise ValueError("event field 'runtime' must be a non-empty string")
@@ -97,7 +99,7 @@ class Event:
             raise ValueError(f"event field 'kind' must be one of {', '.join(KINDS)}")
         if not isinstance(data, Mapping):
             raise ValueError("event field 'data' must be an object")
-        return cls(seq, float(ts), runtime, agent_id, kind, data)
+        return cls(seq, ts, runtime, agent_id, kind, data)
 
 
 # -- payloads, one per kind -------------------------------------------------------------

@@ -65,7 +65,7 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def from_environment() -> HubAddress | None | bool:
+def from_environment() -> HubAddress | bool | None:
     """The hub the environment names; ``False`` when it says ``off``; ``None`` if unset."""
     url = os.environ.get(HUB_ENV, "").strip()
     if not url:
@@ -108,7 +108,7 @@ def remove_hub_file(home: Path, pid: int) -> None:
         (home / HUB_FILE).unlink(missing_ok=True)
 
 
-def find(hub: str | bool | None, home: Path) -> HubAddress | None | bool:
+def find(hub: str | bool | None, home: Path) -> HubAddress | bool | None:
     """Where a runtime should connect, before any network check.
 
     ``HubAddress``: that hub; ``False``: no hub at all; ``None``: look in ``hub.json`` at

@@ -1,0 +1,301 @@
+"""The hub's tornado application: the same handlers in every host.
+
+The **hub listener** (loopback only) serves runtimes and local clients (``cl.connect``,
+``conductloop status``); every request must carry the hub's secret as
+``Authorization: Bearer <secret>``. The **Jupyter server extension** mounts the client API
+under the server's ``base_url`` for browsers (the JupyterLab panel), behind Jupyter's own
+authentication and ``@authorized`` (resource ``conductloop``); see ``serverext.py``. Both
+use the mixins below, so the API behaves the same everywhere.
+
+    /conductloop/runtime        WS    runtimes (hub listener only)
+    /conductloop/api/ws         WS    live events + commands for clients
+    /conductloop/api/agents     GET   every agent of every runtime
+    /conductloop/api/pending    GET   open requests, oldest first
+    /conductloop/api/events     GET   ?after=<id>&limit=<n>&agent_id=<id>: a page of events
+    /conductloop/api/commands   POST  {"op": ..., ...}: steer; the owning runtime decides
+    /conductloop/api/status     GET   runtimes and counts
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from tornado import web, websocket
+
+from .hub import Hub, request_row
+from .protocol import (
+    MAX_CLIENT_MESSAGE,
+    MAX_RUNTIME_MESSAGE,
+    ProtocolError,
+    dumps,
+    load,
+    parse_client_message,
+    parse_runtime_message,
+)
+
+HTTP_STATUS = {
+    "bad_json": 400,
+    "bad_message": 400,
+    "unknown_type": 400,
+    "unauthorized": 401,
+    "unknown_agent": 404,
+    "unknown_request": 404,
+    "usage": 409,
+    "rate_limited": 429,
+    "runtime_gone": 503,
+    "timeout": 504,
+}
+
+
+class HubMixin:
+    """Shared by every handler: the hub and who is asking."""
+
+    settings: dict[str, Any]
+
+    @property
+    def hub(self) -> Hub:
+        hub: Hub = self.settings["conductloop_hub"]
+        return hub
+
+    def who(self) -> str:
+        return "client"
+
+
+class SocketMixin(HubMixin):
+    """A WebSocket as the hub's ``Connection``: ``send`` never blocks or raises."""
+
+    def send(self, message: dict[str, Any] | str) -> None:
+        text = message if isinstance(message, str) else dumps(message)
+        with contextlib.suppress(websocket.WebSocketClosedError):
+            self.write_message(text)  # type: ignore[attr-defined]
+
+
+# -- REST ----------------------------------------------------------------------------------
+
+
+class JsonMixin(HubMixin):
+    def send_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
+        self.set_header("Cache-Control", "no-store")  # type: ignore[attr-defined]
+        self.finish(dumps(body) if not isinstance(body, str) else body)  # type: ignore[attr-defined]
+
+    def send_error_json(self, error: ProtocolError) -> None:
+        body = {"error": {"code": error.code, "message": error.message}}
+        self.send_json(body, HTTP_STATUS.get(error.code, 400))
+
+
+class AgentsMixin(JsonMixin):
+    async def respond(self) -> None:
+        self.send_json({"agents": [a.row() for a in self.hub.view.agents.values()]})
+
+
+class PendingMixin(JsonMixin):
+    async def respond(self) -> None:
+        self.send_json({"pending": [request_row(r) for r in self.hub.view.pending()]})
+
+
+class StatusMixin(JsonMixin):
+    async def respond(self) -> None:
+        agents = self.hub.view.agents.values()
+        states: dict[str, int] = {}
+        for agent in agents:
+            states[agent.state.value] = states.get(agent.state.value, 0) + 1
+        self.send_json(
+            {
+                "runtimes": self.hub.runtime_rows(),
+                "agents": states,
+                "pending": len(self.hub.view.pending()),
+                "spend_usd": self.hub.view.total_cost_usd,
+                "last_id": self.hub.last_id,
+            }
+        )
+
+
+class EventsMixin(JsonMixin):
+    async def respond(self) -> None:
+        try:
+            after = int(self.get_argument("after", "0"))  # type: ignore[attr-defined]
+            limit = int(self.get_argument("limit", "1000"))  # type: ignore[attr-defined]
+        except ValueError:
+            self.send_error_json(ProtocolError("bad_message", "after and limit are integers"))
+            return
+        if after < 0 or not 1 <= limit <= 10_000:
+            self.send_error_json(
+                ProtocolError("bad_message", "after must be >= 0 and limit within 1..10000")
+            )
+            return
+        agent_id = self.get_argument("agent_id", None)  # type: ignore[attr-defined]
+        events = await self.hub.events_page(after, limit, agent_id)
+        self.send_json({"events": events, "last_id": self.hub.last_id})
+
+
+class CommandsMixin(JsonMixin):
+    async def respond(self) -> None:
+        try:
+            command = load(self.request.body)  # type: ignore[attr-defined]
+            result = await self.hub.command(command, self.who())
+        except ProtocolError as error:
+            self.send_error_json(error)
+            return
+        self.send_json({"ok": True, "result": result})
+
+
+# -- WebSockets ----------------------------------------------------------------------------
+
+
+class ClientSocketMixin(SocketMixin):
+    """Live events and commands for a client; every bad message gets an ``error`` reply."""
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return None
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_CLIENT_MESSAGE
+
+    async def on_message(self, raw: str | bytes) -> None:
+        request_id = None
+        try:
+            message = parse_client_message(raw)
+            request_id = message.get("id")
+            if message["type"] == "subscribe":
+                await self.hub.subscribe(self, message["after"])  # type: ignore[arg-type]
+                return
+            result = await self.hub.command(message["command"], self.who())
+        except ProtocolError as error:
+            self.send(error.to_wire(request_id))
+            return
+        self.send({"type": "reply", "id": request_id, "ok": True, "result": result})
+
+    def on_close(self) -> None:
+        self.hub.unsubscribe(self)  # type: ignore[arg-type]
+
+
+class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
+    """A Conductor's link. Speaks ``hello`` first; see ``protocol.py``."""
+
+    runtime: str | None = None
+
+    def prepare(self) -> None:
+        check_bearer(self)
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_RUNTIME_MESSAGE
+
+    def on_message(self, raw: str | bytes) -> None:
+        try:
+            message = parse_runtime_message(raw)
+            if message["type"] == "hello":
+                welcome = self.hub.runtime_hello(self, message)
+                self.runtime = message["runtime"]
+                self.send(welcome)
+            elif self.runtime is None:
+                raise ProtocolError("bad_message", "send 'hello' first")
+            elif message["type"] == "events":
+                self.hub.ingest(self.runtime, message["events"], self._ack)
+            else:
+                self.hub.runtime_reply(message)
+        except ProtocolError as error:
+            self.send(error.to_wire())
+
+    def _ack(self, seq: int) -> None:
+        self.send({"type": "ack", "seq": seq})
+
+    def on_close(self) -> None:
+        if self.runtime is not None:
+            self.hub.runtime_closed(self.runtime, self)
+
+
+# -- the hub listener's own auth: the secret from hub.json ---------------------------------
+
+
+def check_bearer(handler: web.RequestHandler) -> None:
+    secret: str = handler.settings["conductloop_secret"]
+    given = handler.request.headers.get("Authorization", "")
+    if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:], secret)):
+        handler.set_status(401)
+        handler.set_header("Content-Type", "application/json")
+        body = {"error": {"code": "unauthorized", "message": "this hub needs its secret"}}
+        handler.finish(json.dumps(body))
+        raise web.Finish()
+
+
+class BearerHandler(web.RequestHandler):
+    def prepare(self) -> None:
+        check_bearer(self)
+
+    def who(self) -> str:
+        return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
+
+
+class HubAgents(AgentsMixin, BearerHandler):
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
+class HubPending(PendingMixin, BearerHandler):
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
+class HubStatus(StatusMixin, BearerHandler):
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
+class HubEvents(EventsMixin, BearerHandler):
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
+class HubCommands(CommandsMixin, BearerHandler):
+    async def post(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
+class HubClientSocket(ClientSocketMixin, websocket.WebSocketHandler):
+    def prepare(self) -> None:
+        check_bearer(self)
+
+    def who(self) -> str:
+        return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
+
+
+def hub_routes(prefix: str = "") -> list[tuple[str, type[web.RequestHandler]]]:
+    return [
+        (f"{prefix}/conductloop/runtime", RuntimeSocket),
+        (f"{prefix}/conductloop/api/ws", HubClientSocket),
+        (f"{prefix}/conductloop/api/agents", HubAgents),
+        (f"{prefix}/conductloop/api/pending", HubPending),
+        (f"{prefix}/conductloop/api/events", HubEvents),
+        (f"{prefix}/conductloop/api/commands", HubCommands),
+        (f"{prefix}/conductloop/api/status", HubStatus),
+    ]
+
+
+def make_hub_app(hub: Hub, secret: str) -> web.Application:
+    """The hub listener's application (loopback; every request needs the secret)."""
+    return web.Application(
+        hub_routes(),
+        conductloop_hub=hub,
+        conductloop_secret=secret,
+        websocket_ping_interval=10,
+        websocket_ping_timeout=10,
+        log_function=_log_request,
+    )
+
+
+_log = logging.getLogger("conductloop.hub")
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    """Requests go to the ``conductloop.hub`` logger at debug level: an embedded hub must
+    not print into its host's notebook cells. Paths only: secrets travel in headers."""
+    request = handler.request
+    _log.debug("%d %s %s", handler.get_status(), request.method, request.path)

@@ -1,0 +1,393 @@
+"""The hub's brain: one live view of every runtime, command routing, and fan-out.
+
+It knows nothing of HTTP: connections are objects with ``send(message)`` and ``close()``,
+so the same ``Hub`` serves the Jupyter server extension, ``conductloop serve`` and the
+embedded hub, and the tornado handlers in ``app.py`` stay thin.
+
+- **Ingest.** A runtime's events are de-duplicated by ``(runtime, seq)`` (a replay after
+  a reconnect repeats what the hub may already have), given a hub-wide store ``id``,
+  applied to the view, handed to the store (group commit on its own thread), and fanned
+  out to clients at once. The runtime gets an ``ack`` only once they are committed, so an
+  event is either durable or still in the runtime's replay buffer.
+- **Commands** go to the runtime that owns the agent or request, which decides (first
+  answer wins there); the hub waits for its reply.
+- **Lost runtimes.** A runtime whose connection closes and does not come back within
+  ``lost_after`` seconds has its live agents marked ``lost`` and its open requests
+  withdrawn, by events the hub emits under its own runtime id ``hub``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..core.clock import Clock, SystemClock
+from ..core.events import Event, EventKind
+from ..core.states import AgentState
+from ..core.view import View
+from .protocol import ProtocolError, dumps, parse_command
+from .store import EventStore
+
+HUB_RUNTIME = "hub"
+RECENT = 50_000  # events kept in memory for clients catching up
+
+
+class Connection(Protocol):
+    def send(self, message: dict[str, Any] | str) -> None:
+        """Queue a message (a dict, or JSON text already encoded); never blocks."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None: ...
+
+
+class RuntimeLink:
+    """What the hub knows of one runtime's connection."""
+
+    def __init__(self, runtime: str, info: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.info = info
+        self.connection: Connection | None = None
+        self.lost_timer: asyncio.TimerHandle | None = None
+
+
+class Hub:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        lost_after: float = 3.0,
+        command_timeout: float = 10.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.view = View()
+        self.lost_after = lost_after
+        self.command_timeout = command_timeout
+        self._clock = clock or SystemClock()
+        self.runtimes: dict[str, RuntimeLink] = {}
+        self._accepted: dict[str, int] = {}  # runtime -> highest seq applied to the view
+        self._durable: dict[str, int] = {}  # runtime -> highest seq committed
+        self._ids = itertools.count(1)
+        self.last_id = 0
+        self._recent: deque[tuple[int, Event]] = deque(maxlen=RECENT)
+        self.clients: set[Connection] = set()
+        self._outbox: list[dict[str, Any]] = []
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._command_ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+
+    # -- starting: rebuild from the store ---------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and rebuild the view from it (off the loop thread)."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(self._rebuild)
+        except BaseException:
+            await asyncio.to_thread(self.store.close)
+            raise
+        self._ids = itertools.count(self.last_id + 1)
+        for runtime in list(self._accepted):
+            if runtime != HUB_RUNTIME and self._live_agents(runtime):
+                # it may come back: give it time to reconnect before calling it lost
+                self._link(runtime, {}).lost_timer = self._loop.call_later(
+                    max(self.lost_after, 10.0), self._mark_lost, runtime
+                )
+
+    def _rebuild(self) -> None:
+        self.store.open()
+        view = View()
+        last_id = 0
+        for store_id, event in self.store.iter_events():
+            view.apply(event)
+            last_id = store_id
+            self._recent.append((store_id, event))
+        self.view = view
+        self.last_id = last_id
+        self._durable = self.store.last_seqs()
+        self._accepted = dict(self._durable)
+
+    def shutdown(self) -> None:
+        """Stop timers and pending commands (the caller then closes the store)."""
+        for link in self.runtimes.values():
+            if link.lost_timer is not None:
+                link.lost_timer.cancel()
+        for future in self._replies.values():
+            future.cancel()
+
+    # -- runtimes ----------------------------------------------------------------------
+
+    def _link(self, runtime: str, info: dict[str, Any]) -> RuntimeLink:
+        link = self.runtimes.get(runtime)
+        if link is None:
+            link = self.runtimes[runtime] = RuntimeLink(runtime, info)
+        elif info:
+            link.info = info
+        return link
+
+    def runtime_hello(self, connection: Connection, hello: dict[str, Any]) -> dict[str, Any]:
+        """A runtime (re)connected; the welcome tells it where to replay from."""
+        runtime = hello["runtime"]
+        if runtime == HUB_RUNTIME:
+            raise ProtocolError("bad_message", f"runtime id {HUB_RUNTIME!r} is the hub's own")
+        info = {k: hello.get(k) for k in ("name", "pid", "host")}
+        link = self._link(runtime, info)
+        if link.connection is not None and link.connection is not connection:
+            link.connection.close(4000, "replaced by a newer connection of the same runtime")
+        link.connection = connection
+        if link.lost_timer is not None:
+            link.lost_timer.cancel()
+            link.lost_timer = None
+        return {
+            "type": "welcome",
+            "v": 1,
+            "hub": HUB_RUNTIME,
+            "acked": self._durable.get(runtime, 0),
+        }
+
+    def runtime_closed(self, runtime: str, connection: Connection) -> None:
+        link = self.runtimes.get(runtime)
+        if link is None or link.connection is not connection:
+            return
+        link.connection = None
+        for command_id, future in list(self._replies.items()):
+            if command_id.startswith(runtime + "/") and not future.done():
+                future.set_exception(
+                    ProtocolError("runtime_gone", f"runtime {runtime} disconnected")
+                )
+        assert self._loop is not None
+        link.lost_timer = self._loop.call_later(self.lost_after, self._mark_lost, runtime)
+
+    def _live_agents(self, runtime: str) -> list[str]:
+        return [
+            a.agent_id
+            for a in self.view.agents.values()
+            if a.runtime == runtime and not a.state.final
+        ]
+
+    def _mark_lost(self, runtime: str) -> None:
+        link = self.runtimes.get(runtime)
+        if link is not None:
+            link.lost_timer = None
+            if link.connection is not None:
+                return
+        reason = f"runtime {runtime} disconnected and did not come back"
+        for request in self.view.pending():
+            if request.runtime == runtime:
+                self._emit_own(request.agent_id, "request.decided", {
+                    "request_id": request.id, "decision": "withdrawn", "by": "hub",
+                })  # fmt: skip
+        for agent_id in self._live_agents(runtime):
+            self._emit_own(
+                agent_id, "agent.state", {"state": AgentState.LOST.value, "reason": reason}
+            )
+
+    def _emit_own(self, agent_id: str | None, kind: EventKind, data: dict[str, Any]) -> None:
+        seq = self._accepted.get(HUB_RUNTIME, 0) + 1
+        self.ingest(
+            HUB_RUNTIME, [Event(seq, self._clock.wall(), HUB_RUNTIME, agent_id, kind, data)]
+        )
+
+    # -- events ------------------------------------------------------------------------
+
+    def ingest(
+        self, runtime: str, events: list[Event], acked: Callable[[int], None] | None = None
+    ) -> None:
+        """Apply, store and fan out a runtime's events; ``acked(seq)`` once committed."""
+        strangers = {e.runtime for e in events if e.runtime != runtime}
+        if strangers:
+            raise ProtocolError(
+                "bad_message", f"runtime {runtime} sent events of runtime(s) {sorted(strangers)}"
+            )
+        accepted = self._accepted.get(runtime, 0)
+        fresh: list[tuple[int, Event]] = []
+        for event in events:
+            if event.seq <= accepted:
+                continue  # a replay of what the hub already has
+            accepted = event.seq
+            store_id = next(self._ids)
+            self.view.apply(event)
+            fresh.append((store_id, event))
+        self._accepted[runtime] = accepted
+        if not fresh:
+            if acked is not None:
+                acked(self._durable.get(runtime, 0))
+            return
+        self.last_id = fresh[-1][0]
+        self._recent.extend(fresh)
+        loop = self._loop
+        assert loop is not None
+
+        def committed() -> None:
+            loop.call_soon_threadsafe(self._committed, runtime, accepted, acked)
+
+        self.store.append(fresh, committed)
+        self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
+
+    def _committed(self, runtime: str, seq: int, acked: Callable[[int], None] | None) -> None:
+        if seq > self._durable.get(runtime, 0):
+            self._durable[runtime] = seq
+        if acked is not None:
+            acked(seq)
+
+    # -- clients -----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "type": "snapshot",
+            "last_id": self.last_id,
+            "agents": [a.row() for a in self.view.agents.values()],
+            "pending": [request_row(r) for r in self.view.pending()],
+            "runtimes": self.runtime_rows(),
+        }
+
+    def runtime_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"runtime": r.runtime, "connected": r.connection is not None, **r.info}
+            for r in self.runtimes.values()
+        ]
+
+    async def subscribe(self, client: Connection, after: int) -> None:
+        """Send ``client`` what it missed since store id ``after`` (or a snapshot), then live."""
+        if after <= 0:
+            client.send(self.snapshot())
+        else:
+            for batch in await self.catch_up(after):
+                client.send({"type": "events", "events": batch})
+        self.clients.add(client)
+
+    async def catch_up(self, after: int) -> list[list[dict[str, Any]]]:
+        oldest_recent = self._recent[0][0] if self._recent else self.last_id + 1
+        batches: list[list[dict[str, Any]]] = []
+        cursor = after
+        while cursor + 1 < oldest_recent:
+            page = await asyncio.to_thread(self.store.page, cursor, 5000)
+            page = [(i, e) for i, e in page if i < oldest_recent]
+            if not page:
+                break
+            batches.append([_client_event(i, e) for i, e in page])
+            cursor = page[-1][0]
+        recent = [_client_event(i, e) for i, e in self._recent if i > cursor]
+        if recent:
+            batches.append(recent)
+        return batches
+
+    def unsubscribe(self, client: Connection) -> None:
+        self.clients.discard(client)
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        """Coalesce what happens in one loop turn into one message per client."""
+        if not self._outbox:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        self._outbox.append(message)
+
+    def _flush(self) -> None:
+        messages, self._outbox = self._outbox, []
+        events = [e for m in messages for e in m["events"]]
+        if self.clients:
+            text = dumps({"type": "events", "events": events})  # once, whatever the clients
+            for client in list(self.clients):
+                client.send(text)
+        for listener in self.listeners:
+            listener(events)
+
+    async def events_page(
+        self, after: int, limit: int, agent_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Events with store id > ``after``, oldest first (recent ones from memory)."""
+        oldest_recent = self._recent[0][0] if self._recent else self.last_id + 1
+        if after + 1 >= oldest_recent:
+            found = [
+                _client_event(i, e)
+                for i, e in self._recent
+                if i > after and (agent_id is None or e.agent_id == agent_id)
+            ]
+            return found[:limit]
+        page = await asyncio.to_thread(self.store.page, after, limit, agent_id=agent_id)
+        return [_client_event(i, e) for i, e in page]
+
+    # -- commands ----------------------------------------------------------------------
+
+    def owner(self, command: dict[str, Any]) -> str:
+        """The runtime a command must go to (``UsageError``-like ``ProtocolError`` if none)."""
+        if "agent_id" in command:
+            agent = self.view.agents.get(command["agent_id"])
+            if agent is None:
+                raise ProtocolError(
+                    "unknown_agent", f"no agent {command['agent_id']!r} on this hub"
+                )
+            return agent.runtime
+        request = self.view.requests.get(command["request_id"])
+        if request is None:
+            raise ProtocolError(
+                "unknown_request", f"no request {command['request_id']!r} on this hub"
+            )
+        return request.runtime
+
+    async def command(self, command: Any, by: str) -> Any:
+        """Route a steering command to its runtime and return that runtime's answer."""
+        command = dict(parse_command(command))
+        command["by"] = by
+        if command["op"] == "stop_all":
+            connected = [r for r in self.runtimes.values() if r.connection is not None]
+            results = await asyncio.gather(*(self._send(r.runtime, command) for r in connected))
+            return sum(int(n) for n in results)
+        runtime = self.owner(command)
+        if runtime == HUB_RUNTIME:
+            raise ProtocolError("usage", "that agent has ended (its runtime was lost)")
+        return await self._send(runtime, command)
+
+    async def _send(self, runtime: str, command: dict[str, Any]) -> Any:
+        link = self.runtimes.get(runtime)
+        if link is None or link.connection is None:
+            raise ProtocolError("runtime_gone", f"runtime {runtime} is not connected to this hub")
+        assert self._loop is not None
+        command_id = f"{runtime}/{next(self._command_ids)}"
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._replies[command_id] = future
+        link.connection.send({"type": "command", "id": command_id, "command": command})
+        try:
+            reply = await asyncio.wait_for(future, self.command_timeout)
+        except TimeoutError:
+            raise ProtocolError(
+                "timeout", f"runtime {runtime} did not answer within {self.command_timeout:g} s"
+            ) from None
+        finally:
+            self._replies.pop(command_id, None)
+        if not reply["ok"]:
+            error = reply.get("error") or {}
+            raise ProtocolError("usage", str(error.get("message", "the runtime refused")))
+        return reply.get("result")
+
+    def runtime_reply(self, reply: dict[str, Any]) -> None:
+        future = self._replies.get(reply["id"])
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+
+def _client_event(store_id: int, event: Event) -> dict[str, Any]:
+    wire = event.to_wire()
+    wire["id"] = store_id
+    return wire
+
+
+def request_row(request: Any) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "agent_id": request.agent_id,
+        "runtime": request.runtime,
+        "kind": request.kind,
+        "prompt": request.prompt,
+        "choices": list(request.choices) if request.choices else None,
+        "details": request.details,
+        "opened": request.opened,
+    }
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,230 @@
+"""The hub's wire messages, typed once and parsed in one place.
+
+Two channels, both JSON text over WebSocket (plus a small REST API for clients):
+
+- the **runtime channel** (``/conductloop/runtime``): a Conductor's link sends ``hello``,
+  then batches of ``events`` and ``reply``s to commands; the hub answers ``welcome`` (with
+  the highest seq it already stored for that runtime, so the link replays only the rest),
+  ``ack`` (after the batch is committed), ``command`` and ``error``;
+- the **client channel** (``/conductloop/api/ws``): a client (JupyterLab, ``cl.connect``,
+  the phone) sends ``subscribe`` (with the last store id it saw, to catch up) and
+  ``command``; the hub sends ``snapshot``, ``events`` (each with its store ``id``),
+  ``reply`` and ``error``.
+
+Every parse error is a ``ProtocolError`` with a ``code`` from ``ERROR_CODES``; it is sent
+back as an ``error`` message and the connection keeps serving. ``docs/protocol.md`` is the
+reference for people.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal, TypedDict
+
+from ..core.errors import ConductLoopError
+from ..core.events import Event
+
+PROTOCOL_VERSION = 1
+
+#: largest message a runtime may send (a batch of events); larger closes with 1009
+MAX_RUNTIME_MESSAGE = 4 * 1024 * 1024
+#: largest message a client may send (commands are small); larger closes with 1009
+MAX_CLIENT_MESSAGE = 64 * 1024
+#: most events in one batch
+MAX_BATCH = 5000
+
+ErrorCode = Literal[
+    "bad_json",  # not JSON, or not a JSON object
+    "bad_message",  # a field is missing or of the wrong type
+    "unknown_type",  # "type" is not a message this channel accepts
+    "unauthorized",  # no or wrong credentials
+    "unknown_agent",  # no agent with that id on this hub
+    "unknown_request",  # no request with that id on this hub
+    "usage",  # the runtime refused the command (e.g. pause of a finished agent)
+    "runtime_gone",  # the runtime that owns the agent is not connected
+    "timeout",  # the runtime did not answer in time
+    "rate_limited",  # too many commands
+]
+ERROR_CODES: frozenset[str] = frozenset(ErrorCode.__args__)  # type: ignore[attr-defined]
+
+
+class ProtocolError(ConductLoopError):
+    """A message that breaks the protocol; ``code`` says how."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_wire(self, reply_to: str | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if reply_to is not None:
+            error["id"] = reply_to
+        return error
+
+
+# -- runtime channel ---------------------------------------------------------------------
+
+
+class Hello(TypedDict):
+    type: Literal["hello"]
+    v: int
+    runtime: str
+    name: str
+    pid: int
+    host: str
+
+
+class EventsBatch(TypedDict):
+    type: Literal["events"]
+    events: list[Event]  # parsed from wire dicts
+
+
+class Reply(TypedDict, total=False):
+    type: Literal["reply"]  # required
+    id: str  # required
+    ok: bool  # required
+    result: Any
+    error: dict[str, str]  # {"code", "message"}
+
+
+class Welcome(TypedDict):
+    type: Literal["welcome"]
+    v: int
+    hub: str
+    acked: int
+
+
+class Ack(TypedDict):
+    type: Literal["ack"]
+    seq: int
+
+
+class CommandMessage(TypedDict):
+    type: Literal["command"]
+    id: str
+    command: dict[str, Any]  # {"op": ..., ...}: see Conductor.handle_command
+
+
+# -- client channel ----------------------------------------------------------------------
+
+
+class Subscribe(TypedDict):
+    type: Literal["subscribe"]
+    after: int
+
+
+# -- parsing -----------------------------------------------------------------------------
+
+COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
+    "approve": ("request_id",),
+    "reject": ("request_id",),
+    "answer": ("request_id", "text"),
+    "pause": ("agent_id",),
+    "resume": ("agent_id",),
+    "stop": ("agent_id",),
+    "stop_all": (),
+    "redirect": ("agent_id", "text"),
+}
+
+
+def load(raw: str | bytes) -> dict[str, Any]:
+    """A JSON object, or ``ProtocolError("bad_json")``."""
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise ProtocolError("bad_json", f"not valid JSON: {error}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_json", "a message must be a JSON object")
+    return message
+
+
+def _text(message: Mapping[str, Any], field: str, *, optional: bool = False) -> str:
+    value = message.get(field)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str) or not value:
+        raise ProtocolError("bad_message", f"field {field!r} must be a non-empty string")
+    return value
+
+
+def _int(message: Mapping[str, Any], field: str, minimum: int = 0) -> int:
+    value = message.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ProtocolError("bad_message", f"field {field!r} must be an integer >= {minimum}")
+    return value
+
+
+def parse_command(command: Any) -> dict[str, Any]:
+    """A steering command ``{"op": ..., ...}``: checked before it is routed."""
+    if not isinstance(command, dict):
+        raise ProtocolError("bad_message", "a command must be an object with an 'op' field")
+    op = command.get("op")
+    if not isinstance(op, str) or op not in COMMAND_FIELDS:
+        raise ProtocolError(
+            "bad_message", f"command 'op' must be one of {', '.join(COMMAND_FIELDS)}"
+        )
+    for field in COMMAND_FIELDS[op]:
+        _text(command, field)
+    for field in ("note", "by"):
+        if command.get(field) is not None and not isinstance(command[field], str):
+            raise ProtocolError("bad_message", f"field {field!r} must be a string")
+    return command
+
+
+def parse_runtime_message(raw: str | bytes) -> dict[str, Any]:
+    """One message from a runtime's link."""
+    message = load(raw)
+    kind = message.get("type")
+    if kind == "hello":
+        if message.get("v") != PROTOCOL_VERSION:
+            raise ProtocolError(
+                "bad_message", f"protocol version {message.get('v')!r} is not {PROTOCOL_VERSION}"
+            )
+        _text(message, "runtime")
+        _text(message, "name", optional=True)
+        _int(message, "pid")
+        return message
+    if kind == "events":
+        raw_events = message.get("events")
+        if not isinstance(raw_events, list) or not raw_events:
+            raise ProtocolError("bad_message", "field 'events' must be a non-empty list")
+        if len(raw_events) > MAX_BATCH:
+            raise ProtocolError("bad_message", f"at most {MAX_BATCH} events per batch")
+        try:
+            message["events"] = [Event.from_wire(e) for e in raw_events]
+        except ValueError as error:
+            raise ProtocolError("bad_message", f"bad event: {error}") from None
+        return message
+    if kind == "reply":
+        _text(message, "id")
+        if not isinstance(message.get("ok"), bool):
+            raise ProtocolError("bad_message", "field 'ok' must be true or false")
+        return message
+    raise ProtocolError("unknown_type", f"a runtime cannot send messages of type {kind!r}")
+
+
+def parse_client_message(raw: str | bytes) -> dict[str, Any]:
+    """One message from a client (JupyterLab, ``cl.connect``, the phone page)."""
+    message = load(raw)
+    kind = message.get("type")
+    if kind == "subscribe":
+        _int(message, "after")
+        return message
+    if kind == "command":
+        _text(message, "id")
+        message["command"] = parse_command(message.get("command"))
+        return message
+    raise ProtocolError("unknown_type", f"a client cannot send messages of type {kind!r}")
+
+
+def dumps(message: Mapping[str, Any]) -> str:
+    """Compact JSON for the wire (events are turned into their wire form)."""
+    return json.dumps(message, separators=(",", ":"), default=_wire_default)
+
+
+def _wire_default(value: Any) -> Any:
+    if isinstance(value, Event):
+        return value.to_wire()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,341 @@
+"""The hub's event store, on real SQLite files: group commit, de-duplication, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conductloop_jupyter.core.events import Event, EventKind
+from conductloop_jupyter.hub.store import EventStore, StoreError
+
+
+def ev(
+    seq: int,
+    runtime: str = "rt-1",
+    agent_id: str | None = "a1",
+    kind: EventKind = "agent.status",
+    **data: Any,
+) -> Event:
+    return Event(seq, 1_700_000_000.0 + seq, runtime, agent_id, kind, data or {"text": f"#{seq}"})
+
+
+def raw_rows(path: Path, sql: str) -> list[Any]:
+    """Read with a plain sqlite3 connection, independent of any EventStore."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "home" / "events.sqlite3"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[EventStore]:
+    store = EventStore(path)
+    store.open()
+    yield store
+    store.close()
+
+
+def test_appended_events_are_paged_back_in_order_with_ids(store: EventStore) -> None:
+    store.append([ev(1), ev(2, kind="log", level="info", message="hi")])
+    store.append([ev(3, agent_id=None)])
+    store.flush()
+
+    page = store.page()
+    assert [i for i, _ in page] == [1, 2, 3]
+    assert [e for _, e in page] == [
+        ev(1),
+        ev(2, kind="log", level="info", message="hi"),
+        ev(3, agent_id=None),
+    ]
+    assert store.page(after=2) == [page[2]]
+    assert (store.count(), store.last_id(), store.last_seq("rt-1")) == (3, 3, 3)
+    assert store.last_seq("never-seen") == 0
+
+
+def test_data_is_stored_as_compact_json(store: EventStore, path: Path) -> None:
+    store.append([ev(1, text="searching", n=[1, 2])])
+    store.flush()
+    assert raw_rows(path, "SELECT data FROM events") == [('{"text":"searching","n":[1,2]}',)]
+
+
+def test_replayed_events_are_stored_once(store: EventStore) -> None:
+    store.append([ev(1), ev(2), ev(3)])
+    store.flush()
+    store.append([ev(2), ev(3), ev(4)])  # a runtime replaying after a reconnect
+    store.append([ev(1, runtime="rt-2")])  # the same seq in another runtime is another event
+    store.flush()
+
+    assert [(e.runtime, e.seq) for _, e in store.page()] == [
+        ("rt-1", 1),
+        ("rt-1", 2),
+        ("rt-1", 3),
+        ("rt-1", 4),
+        ("rt-2", 1),
+    ]
+    assert store.last_seqs() == {"rt-1": 4, "rt-2": 1}
+
+
+def test_events_given_with_an_id_are_stored_under_that_id(store: EventStore) -> None:
+    store.append([(10, ev(1)), (11, ev(2))])
+    store.append([ev(3)])
+    store.flush()
+    assert [(i, e.seq) for i, e in store.page()] == [(10, 1), (11, 2), (12, 3)]
+
+
+def test_done_fires_after_the_commit_and_the_data_is_readable_elsewhere(
+    store: EventStore, path: Path
+) -> None:
+    committed = threading.Event()
+    seen_by_other_connection: list[Any] = []
+
+    def done() -> None:  # runs on the writer thread, right after the commit
+        seen_by_other_connection.extend(raw_rows(path, "SELECT seq FROM events ORDER BY id"))
+        committed.set()
+
+    store.append([ev(1), ev(2)], done)  # no flush: the batch timer commits it
+    assert committed.wait(timeout=10)
+    assert seen_by_other_connection == [(1,), (2,)]
+
+
+def test_many_appends_are_grouped_into_few_commits(store: EventStore) -> None:
+    for batch in range(10):
+        store.append([ev(batch * 1000 + i) for i in range(1, 1001)])
+    store.flush()
+    assert store.count() == 10_000
+    assert 1 <= store.commits <= 10  # one transaction per batch, never one per event
+
+
+def test_a_batch_is_committed_once_it_holds_batch_events(path: Path) -> None:
+    store = EventStore(path, batch_events=250, batch_seconds=60)
+    store.open()
+    try:
+        last_committed = threading.Event()
+        for seq in range(1, 1000):
+            store.append([ev(seq)])
+        store.append([ev(1000)], last_committed.set)
+        assert last_committed.wait(timeout=10)  # no flush, and the 60 s timer never ran out
+        assert store.commits == 4
+        assert store.count() == 1000
+    finally:
+        store.close()
+
+
+def test_history_survives_close_and_reopen(path: Path) -> None:
+    with EventStore(path) as first:
+        first.append([ev(seq) for seq in range(1, 101)])
+        first.append([ev(seq, runtime="rt-2") for seq in range(1, 6)])
+        first.flush()
+        before = first.page(limit=1000)
+
+    with EventStore(path) as second:
+        assert second.page(limit=1000) == before
+        assert second.last_seqs() == {"rt-1": 100, "rt-2": 5}
+        assert second.last_id() == 105
+        second.append([ev(101)])
+        second.flush()
+        assert second.page(after=105) == [(106, ev(101))]
+
+
+def test_iter_events_yields_every_event_in_id_order(store: EventStore) -> None:
+    store.append([ev(seq, runtime=f"rt-{seq % 3}") for seq in range(1, 51)])
+    store.flush()
+    for chunk in (1, 7, 50, 10_000):
+        got = list(store.iter_events(chunk=chunk))
+        assert [i for i, _ in got] == list(range(1, 51))
+        assert [e.seq for _, e in got] == list(range(1, 51))
+
+
+def test_page_filters_by_agent_runtime_and_kinds(store: EventStore) -> None:
+    store.append(
+        [
+            ev(1, agent_id="a1", kind="agent.status"),
+            ev(2, agent_id="a2", kind="log", level="info", message="x"),
+            ev(3, agent_id="a1", kind="usage", model="m"),
+            ev(1, runtime="rt-2", agent_id="a1", kind="log", level="info", message="y"),
+        ]
+    )
+    store.flush()
+
+    def seqs(**filters: Any) -> list[tuple[str, int]]:
+        return [(e.runtime, e.seq) for _, e in store.page(**filters)]
+
+    assert seqs(agent_id="a1") == [("rt-1", 1), ("rt-1", 3), ("rt-2", 1)]
+    assert seqs(runtime="rt-2") == [("rt-2", 1)]
+    assert seqs(kinds={"log", "usage"}) == [("rt-1", 2), ("rt-1", 3), ("rt-2", 1)]
+    assert seqs(agent_id="a1", runtime="rt-1", kinds=["usage"]) == [("rt-1", 3)]
+    assert seqs(kinds=[]) == []
+    assert seqs(after=1, limit=2) == [("rt-1", 2), ("rt-1", 3)]
+
+
+def test_page_limit_must_be_positive_and_is_capped(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        store.page(limit=0)
+    store.append([ev(seq) for seq in range(1, 10_051)])
+    store.flush()
+    assert len(store.page(limit=50_000)) == 10_000
+
+
+def test_runtimes_are_upserted_keeping_first_seen(store: EventStore) -> None:
+    store.upsert_runtime("rt-1", {"name": "research", "pid": 1})
+    first = store.runtimes()["rt-1"]
+    store.upsert_runtime("rt-1", {"name": "research", "pid": 2})
+    store.upsert_runtime("rt-2", {"name": "other"})
+
+    runtimes = store.runtimes()
+    assert set(runtimes) == {"rt-1", "rt-2"}
+    assert runtimes["rt-1"]["pid"] == 2
+    assert runtimes["rt-1"]["first_seen"] == first["first_seen"]
+    assert runtimes["rt-1"]["last_seen"] >= first["last_seen"]
+
+
+def test_schema_version_is_recorded(store: EventStore, path: Path) -> None:
+    assert EventStore.SCHEMA_VERSION == 1
+    assert raw_rows(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
+    assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_a_database_from_a_newer_version_is_refused(path: Path) -> None:
+    with EventStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+
+    with pytest.raises(StoreError, match=r"schema version 99.*upgrade"):
+        EventStore(path).open()
+
+
+def test_a_file_that_is_not_sqlite_is_refused(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"these are not the events you are looking for\n" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        EventStore(path).open()
+
+
+@pytest.mark.parametrize("legacy", ["empty file", "meta without schema_version"])
+def test_an_older_database_is_migrated_to_the_current_schema(path: Path, legacy: str) -> None:
+    path.parent.mkdir(parents=True)
+    path.touch()  # an empty file is an empty SQLite database: version 0
+    if legacy == "meta without schema_version":
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+            conn.execute("INSERT INTO meta VALUES ('created_by', 'test')")
+        conn.close()
+
+    with EventStore(path) as store:
+        store.append([ev(1)])
+        store.flush()
+        assert store.count() == 1
+    assert raw_rows(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
+
+
+def test_an_event_that_cannot_be_serialized_is_reported_by_the_next_flush(
+    store: EventStore,
+) -> None:
+    done = threading.Event()
+    store.append([ev(1), ev(2, text={"a", "set"}), ev(3)], done.set)
+    with pytest.raises(StoreError, match=r"seq=2 of runtime 'rt-1'.*not JSON-serializable"):
+        store.flush()
+
+    assert [e.seq for _, e in store.page()] == [1, 3]  # the others were stored
+    assert not done.is_set()  # not everything of that append was committed
+    store.append([ev(4)])  # the error was reported once; the store goes on
+    store.flush()
+    assert store.count() == 3
+
+
+def test_a_failed_commit_is_reported_by_the_next_append(path: Path) -> None:
+    store = EventStore(path)
+    store.busy_timeout = 0.05
+    store.open()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        committed = threading.Event()
+        store.append([ev(1)], committed.set)
+        with pytest.raises(StoreError, match="could not store a batch of 1 events"):
+            store.flush()
+        blocker.execute("ROLLBACK")
+
+        store.append([ev(2)])
+        store.flush()
+        assert not committed.is_set()
+        assert [e.seq for _, e in store.page()] == [2]
+    finally:
+        blocker.close()
+        store.close()
+
+
+def test_an_error_makes_the_next_append_raise_without_queueing(store: EventStore) -> None:
+    later_committed = threading.Event()
+    store.append([ev(1, text={1})])
+    store.append([ev(2)], later_committed.set)
+    assert later_committed.wait(timeout=10)  # so the writer has met the bad event
+
+    with pytest.raises(StoreError, match="seq=1"):
+        store.append([ev(3)])
+    store.flush()  # reported once: nothing left to raise
+    assert [e.seq for _, e in store.page()] == [2]
+
+
+def test_close_is_idempotent_and_stops_the_writer(path: Path) -> None:
+    store = EventStore(path)
+    store.open()
+    store.append([ev(1)])
+    store.close()
+    store.close()
+
+    assert not [t for t in threading.enumerate() if t.name == "conductloop-store"]
+    with pytest.raises(StoreError, match="not open"):
+        store.append([ev(2)])
+    with pytest.raises(StoreError, match="not open"):
+        store.count()
+    with EventStore(path) as again:
+        assert again.count() == 1  # close() committed what was queued
+
+
+def test_concurrent_appends_from_threads_store_every_event_once(store: EventStore) -> None:
+    def produce(worker: int) -> None:
+        for start in range(1, 2501, 100):
+            store.append([ev(seq, runtime=f"rt-{worker}") for seq in range(start, start + 100)])
+            store.append([ev(seq, runtime="shared") for seq in range(1, 101)])
+
+    threads = [threading.Thread(target=produce, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.flush()
+
+    assert store.count() == 4 * 2500 + 100
+    assert store.last_seqs() == {**{f"rt-{w}": 2500 for w in range(4)}, "shared": 100}
+    pairs = [(e.runtime, e.seq) for _, e in store.iter_events()]
+    assert len(pairs) == len(set(pairs))
+
+
+async def test_append_does_not_block_the_event_loop(path: Path) -> None:
+    store = EventStore(path)
+    await asyncio.to_thread(store.open)
+    try:
+        loop = asyncio.get_running_loop()
+        committed = loop.create_future()
+        # on the loop thread, with blockbuster watching: a queue put, nothing else
+        store.append([ev(1), ev(2)], lambda: loop.call_soon_threadsafe(committed.set_result, None))
+        await asyncio.wait_for(committed, timeout=10)
+        assert await asyncio.to_thread(store.count) == 2
+    finally:
+        await asyncio.to_thread(store.close)
