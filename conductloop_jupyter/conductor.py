@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pandas as pd
 
@@ -10,9 +10,7 @@ from .core.clock import Clock
 from .core.conductor import BaseConductor
 from .core.view import AgentView
 from .hub.discovery import HubAddress, find, resolve_home
-
-if TYPE_CHECKING:
-    from .link import HubLink
+from .link import HubLink
 from .notebook.frames import agents_frame, events_frame, spend_frame
 
 
@@ -66,8 +64,6 @@ class Conductor(BaseConductor):
     def _on_bind(self) -> None:
         if self._target is False:
             return  # hub=False (or $CONDUCTLOOP_HUB=off): nothing leaves this process
-        from .link import HubLink  # TEMPORARY: top-level once hub.store lands
-
         target = self._target if isinstance(self._target, HubAddress) else None
         self._link = HubLink(self, target, self.home)
         self._sinks.append(self._link)
