@@ -36,6 +36,7 @@ from .protocol import (
     parse_client_message,
     parse_runtime_message,
 )
+from .store import StoreError
 
 HTTP_STATUS = {
     "bad_json": 400,
@@ -198,7 +199,11 @@ class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
             elif self.runtime is None:
                 raise ProtocolError("bad_message", "send 'hello' first")
             elif message["type"] == "events":
-                self.hub.ingest(self.runtime, message["events"], self._ack)
+                try:
+                    self.hub.ingest(self.runtime, message["events"], self._ack)
+                except StoreError as error:  # keep the events in the runtime: it replays
+                    _log.error("the hub's store failed: %s", error)
+                    self.close(1011, "the hub cannot store events right now")
             else:
                 self.hub.runtime_reply(message)
         except ProtocolError as error:

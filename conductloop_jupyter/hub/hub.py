@@ -78,7 +78,6 @@ class Hub:
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._command_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
     # -- starting: rebuild from the store ---------------------------------------------
 
@@ -209,23 +208,25 @@ class Hub:
             if event.seq <= accepted:
                 continue  # a replay of what the hub already has
             accepted = event.seq
-            store_id = next(self._ids)
-            self.view.apply(event)
-            fresh.append((store_id, event))
-        self._accepted[runtime] = accepted
+            fresh.append((next(self._ids), event))
         if not fresh:
             if acked is not None:
                 acked(self._durable.get(runtime, 0))
             return
-        self.last_id = fresh[-1][0]
-        self._recent.extend(fresh)
         loop = self._loop
         assert loop is not None
 
         def committed() -> None:
             loop.call_soon_threadsafe(self._committed, runtime, accepted, acked)
 
+        # the store first: if it has failed, this raises before anything is applied, so
+        # the runtime keeps these events and replays them (nothing is acked, nothing lost)
         self.store.append(fresh, committed)
+        self._accepted[runtime] = accepted
+        for _, event in fresh:
+            self.view.apply(event)
+        self.last_id = fresh[-1][0]
+        self._recent.extend(fresh)
         self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
 
     def _committed(self, runtime: str, seq: int, acked: Callable[[int], None] | None) -> None:
@@ -252,29 +253,30 @@ class Hub:
         ]
 
     async def subscribe(self, client: Connection, after: int) -> None:
-        """Send ``client`` what it missed since store id ``after`` (or a snapshot), then live."""
+        """Send ``client`` what it missed since store id ``after`` (or a snapshot), then live.
+
+        No gap and no duplicate: older history is read from the store (awaiting), then —
+        with no await in between — queued fan-out is flushed, the rest is sent from memory,
+        and the client joins the live stream.
+        """
+        cursor = after
+        if after > 0:
+            oldest_recent = self._recent[0][0] if self._recent else self.last_id + 1
+            while cursor + 1 < oldest_recent:
+                page = await asyncio.to_thread(self.store.page, cursor, 5000)
+                page = [(i, e) for i, e in page if i < oldest_recent]
+                if not page:
+                    break
+                client.send({"type": "events", "events": [_client_event(i, e) for i, e in page]})
+                cursor = page[-1][0]
+        self._flush()  # what is queued now goes to the current clients only
         if after <= 0:
             client.send(self.snapshot())
         else:
-            for batch in await self.catch_up(after):
-                client.send({"type": "events", "events": batch})
+            missed = [_client_event(i, e) for i, e in self._recent if i > cursor]
+            if missed:
+                client.send({"type": "events", "events": missed})
         self.clients.add(client)
-
-    async def catch_up(self, after: int) -> list[list[dict[str, Any]]]:
-        oldest_recent = self._recent[0][0] if self._recent else self.last_id + 1
-        batches: list[list[dict[str, Any]]] = []
-        cursor = after
-        while cursor + 1 < oldest_recent:
-            page = await asyncio.to_thread(self.store.page, cursor, 5000)
-            page = [(i, e) for i, e in page if i < oldest_recent]
-            if not page:
-                break
-            batches.append([_client_event(i, e) for i, e in page])
-            cursor = page[-1][0]
-        recent = [_client_event(i, e) for i, e in self._recent if i > cursor]
-        if recent:
-            batches.append(recent)
-        return batches
 
     def unsubscribe(self, client: Connection) -> None:
         self.clients.discard(client)
@@ -288,13 +290,12 @@ class Hub:
 
     def _flush(self) -> None:
         messages, self._outbox = self._outbox, []
+        if not messages or not self.clients:
+            return
         events = [e for m in messages for e in m["events"]]
-        if self.clients:
-            text = dumps({"type": "events", "events": events})  # once, whatever the clients
-            for client in list(self.clients):
-                client.send(text)
-        for listener in self.listeners:
-            listener(events)
+        text = dumps({"type": "events", "events": events})  # once, whatever the clients
+        for client in list(self.clients):
+            client.send(text)
 
     async def events_page(
         self, after: int, limit: int, agent_id: str | None = None
