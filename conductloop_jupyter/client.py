@@ -17,6 +17,7 @@ from .core.events import Event
 from .core.view import Request
 from .hub.discovery import HubAddress, find, read_hub_file, resolve_home
 from .notebook.frames import agents_frame, events_frame
+from .notebook.phone import PhoneLink
 
 _USAGE_STATUSES = {400, 404, 409}
 
@@ -111,6 +112,42 @@ class Hub:
         frame = events_frame(Event.from_wire(row) for row in rows)
         frame.insert(0, "id", [row["id"] for row in rows])
         return frame
+
+    # -- the phone ----------------------------------------------------------------------
+
+    def phone(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        tls: bool = False,
+        ttl: float | None = None,
+    ) -> PhoneLink:
+        """Open the hub's phone listener (if needed) and return a one-time pairing link."""
+        body = {"host": host, "port": port, "tls": tls, "ttl": ttl}
+        found = self._call("POST", "/conductloop/api/phone", body)
+        return PhoneLink(
+            url=found["url"],
+            expires=found["expires"],
+            host=found["host"],
+            port=found["port"],
+            tls=found["tls"],
+            fingerprint=found.get("fingerprint"),
+            note=found.get("note", ""),
+        )
+
+    def devices(self) -> pd.DataFrame:
+        """Paired phones: ``id, name, user_agent, address, created, last_seen``."""
+        rows = self._call("GET", "/conductloop/api/devices")["devices"]
+        columns = ["id", "name", "user_agent", "address", "created", "last_seen"]
+        frame = pd.DataFrame(rows, columns=columns)
+        for column in ("created", "last_seen"):
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame
+
+    def revoke(self, device_id: str) -> None:
+        """Sign a phone out at once; ``UsageError`` if there is no such device."""
+        self._call("POST", "/conductloop/api/devices/revoke", {"device_id": device_id})
 
     # -- steering ----------------------------------------------------------------------
 

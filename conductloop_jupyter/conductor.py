@@ -6,12 +6,16 @@ from typing import Literal
 
 import pandas as pd
 
+from .client import Hub
 from .core.clock import Clock
 from .core.conductor import BaseConductor
+from .core.errors import ConductLoopError, UsageError
 from .core.view import AgentView
-from .hub.discovery import HubAddress, find, resolve_home
+from .hub.discovery import HubAddress, find, read_hub_file, resolve_home
+from .hub.server import start_embedded
 from .link import HubLink
 from .notebook.frames import agents_frame, events_frame, spend_frame
+from .notebook.phone import PhoneLink
 
 
 class Conductor(BaseConductor):
@@ -72,6 +76,55 @@ class Conductor(BaseConductor):
     async def _on_close(self) -> None:
         if self._link is not None:
             await self._link.aclose()
+
+    # -- the phone ----------------------------------------------------------------------
+
+    def _hub(self) -> Hub:
+        """A client of this conductor's hub (starting the embedded one if there is none)."""
+        if self._target is False:
+            raise UsageError(
+                "this Conductor has no hub (hub=False or $CONDUCTLOOP_HUB=off); "
+                "the phone talks to a hub"
+            )
+        if isinstance(self._target, HubAddress):
+            return Hub(self._target, by="notebook")
+        if self._link is not None and self._link.address is not None:
+            return Hub(self._link.address, by="notebook")
+        found = read_hub_file(self.home)
+        address = found[0] if found is not None else start_embedded(self.home)
+        if address is None:  # another process is starting a hub for this home right now
+            found = read_hub_file(self.home)
+            if found is None:
+                raise ConductLoopError(f"the hub for {self.home} is starting; try again")
+            address = found[0]
+        return Hub(address, by="notebook")
+
+    def phone(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        tls: bool = False,
+        ttl: float | None = None,
+    ) -> PhoneLink:
+        """A one-time pairing QR code and URL for your phone; shows itself in a notebook.
+
+        The hub opens its phone listener on this machine's LAN address (or ``host``: for
+        example a Tailscale ``100.x`` address). ``tls=True`` uses a self-signed certificate
+        whose fingerprint is shown beside the QR code. The link works once, for ``ttl``
+        seconds (default 5 minutes).
+
+        >>> loop.phone()            # in a notebook cell: the QR code
+        """
+        return self._hub().phone(host, port, tls=tls, ttl=ttl)
+
+    def devices(self) -> pd.DataFrame:
+        """The phones paired with the hub."""
+        return self._hub().devices()
+
+    def revoke(self, device_id: str) -> None:
+        """Sign a phone out at once: its page shows it is signed out."""
+        self._hub().revoke(device_id)
 
     @property
     def link(self) -> HubLink | None:

@@ -7,6 +7,7 @@ from .errors import (
     AgentStopped,
     BudgetExceeded,
     ConductLoopError,
+    PairingError,
     TransitionError,
     UsageError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Context",
     "Event",
     "EventSink",
+    "PairingError",
     "Request",
     "SyncContext",
     "ToolSpan",

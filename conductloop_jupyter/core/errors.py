@@ -7,6 +7,8 @@
     │   └── BudgetExceeded      ... stopped because its budget request was rejected
     ├── AgentFailed             a child agent (parallel / handoff) did not finish; the parent
     │                           sees this, with the child's own exception as ``__cause__``
+    ├── PairingError            a phone pairing code that is unknown, used or expired, or
+    │                           too many failed attempts (``retry_after`` says how long)
     └── TransitionError         an agent state change outside the table in ``states.py``;
                                 always a bug in ConductLoop, never the user's fault
 
@@ -52,6 +54,14 @@ class AgentFailed(ConductLoopError):
         self.name = name
         self.state = state
         self.reason = reason
+
+
+class PairingError(ConductLoopError):
+    """A pairing code that is unknown, already used or expired; or too many failed tries."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TransitionError(ConductLoopError):

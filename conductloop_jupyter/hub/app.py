@@ -18,6 +18,7 @@ use the mixins below, so the API behaves the same everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -26,7 +27,9 @@ from typing import Any
 
 from tornado import web, websocket
 
+from ..core.errors import UsageError
 from .hub import Hub, request_row
+from .phone import check_phone_options
 from .protocol import (
     MAX_CLIENT_MESSAGE,
     MAX_RUNTIME_MESSAGE,
@@ -144,6 +147,76 @@ class CommandsMixin(JsonMixin):
             self.send_error_json(error)
             return
         self.send_json({"ok": True, "result": result})
+
+
+class PhoneOpenMixin(JsonMixin):
+    """Open the phone listener (if it is not yet) and make a one-time pairing URL."""
+
+    async def respond(self) -> None:
+        phone = self.hub.phone
+        try:
+            body = load(self.request.body or b"{}")  # type: ignore[attr-defined]
+            host, port, tls, ttl = (
+                body.get("host"),
+                body.get("port"),
+                body.get("tls"),
+                body.get("ttl"),
+            )
+            check_phone_options(host, port)
+            if ttl is not None and not (isinstance(ttl, (int, float)) and 10 <= ttl <= 86_400):
+                raise UsageError("ttl must be 10..86400 seconds")
+        except (ProtocolError, UsageError) as error:
+            code = error.code if isinstance(error, ProtocolError) else "bad_message"
+            self.send_error_json(ProtocolError(code, str(error)))
+            return
+        if phone is None:
+            self.send_error_json(ProtocolError("usage", "this hub has no phone service"))
+            return
+        if not phone.open:
+            await phone.start(host, port or 0, bool(tls))
+        elif (host and host != phone.host) or (port and port != phone.port):
+            self.send_error_json(
+                ProtocolError("usage", f"the phone listener is already open at {phone.base_url}")
+            )
+            return
+        url, expires = phone.pair_url(ttl)
+        self.send_json(
+            {
+                "url": url,
+                "expires": expires,
+                "host": phone.host,
+                "port": phone.port,
+                "tls": phone.tls,
+                "fingerprint": phone.fingerprint,
+                "note": phone.note,
+            }
+        )
+
+
+class DevicesMixin(JsonMixin):
+    async def respond(self) -> None:
+        phone = self.hub.phone
+        if phone is not None and not phone.open:
+            await asyncio.to_thread(phone.pairing.load)
+        devices = [d.public() for d in phone.pairing.devices.values()] if phone else []
+        self.send_json({"devices": devices})
+
+
+class RevokeMixin(JsonMixin):
+    async def respond(self) -> None:
+        try:
+            body = load(self.request.body)  # type: ignore[attr-defined]
+            device_id = body.get("device_id")
+            if not isinstance(device_id, str):
+                raise ProtocolError("bad_message", "field 'device_id' must be a string")
+        except ProtocolError as error:
+            self.send_error_json(error)
+            return
+        phone = self.hub.phone
+        if phone is None or not await phone.revoke(device_id):
+            self.send_error_json(ProtocolError("bad_message", f"no device {device_id!r}"))
+            return
+        self.send_json({"ok": True})
 
 
 # -- WebSockets ----------------------------------------------------------------------------
@@ -264,6 +337,21 @@ class HubCommands(CommandsMixin, BearerHandler):
         await self.respond()
 
 
+class HubPhone(PhoneOpenMixin, BearerHandler):
+    async def post(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
+class HubDevices(DevicesMixin, BearerHandler):
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
+class HubRevoke(RevokeMixin, BearerHandler):
+    async def post(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
 class HubClientSocket(ClientSocketMixin, websocket.WebSocketHandler):
     def prepare(self) -> None:
         check_bearer(self)
@@ -281,6 +369,9 @@ def hub_routes(prefix: str = "") -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{prefix}/conductloop/api/events", HubEvents),
         (f"{prefix}/conductloop/api/commands", HubCommands),
         (f"{prefix}/conductloop/api/status", HubStatus),
+        (f"{prefix}/conductloop/api/phone", HubPhone),
+        (f"{prefix}/conductloop/api/devices", HubDevices),
+        (f"{prefix}/conductloop/api/devices/revoke", HubRevoke),
     ]
 
 

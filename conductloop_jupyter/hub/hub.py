@@ -23,7 +23,7 @@ import itertools
 import secrets
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.clock import Clock, SystemClock
 from ..core.events import Event, EventKind
@@ -31,6 +31,9 @@ from ..core.states import AgentState
 from ..core.view import View
 from .protocol import ProtocolError, dumps, parse_command
 from .store import EventStore
+
+if TYPE_CHECKING:
+    from .phone import PhoneService
 
 HUB_RUNTIME = "hub"
 RECENT = 50_000  # events kept in memory for clients catching up
@@ -78,6 +81,7 @@ class Hub:
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._command_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.phone: PhoneService | None = None  # set by the host (HubServer)
 
     # -- starting: rebuild from the store ---------------------------------------------
 
@@ -296,6 +300,16 @@ class Hub:
         text = dumps({"type": "events", "events": events})  # once, whatever the clients
         for client in list(self.clients):
             client.send(text)
+
+    async def recent_events(self, agent_id: str, limit: int) -> list[dict[str, Any]]:
+        """The agent's last ``limit`` events still in memory (the newest ``RECENT``)."""
+        found: list[dict[str, Any]] = []
+        for store_id, event in reversed(self._recent):
+            if event.agent_id == agent_id:
+                found.append(_client_event(store_id, event))
+                if len(found) == limit:
+                    break
+        return found[::-1]
 
     async def events_page(
         self, after: int, limit: int, agent_id: str | None = None

@@ -27,6 +27,7 @@ from ..core.errors import ConductLoopError
 from .app import make_hub_app
 from .discovery import HubAddress, read_hub_file, remove_hub_file, write_hub_file
 from .hub import Hub, new_secret
+from .phone import PhoneService
 from .store import EventStore
 
 if sys.platform != "win32":
@@ -103,6 +104,7 @@ class HubServer:
             self._drop_lock()
             raise
         self.hub = hub
+        hub.phone = PhoneService(hub, self.home)
         self._server = HTTPServer(make_hub_app(hub, self.secret), xheaders=False)
         self._server.add_sockets(self._sockets)
         await asyncio.to_thread(write_hub_file, self.home, address, os.getpid())
@@ -121,6 +123,8 @@ class HubServer:
             self._server = None
         self._close_sockets()
         if self.hub is not None:
+            if self.hub.phone is not None:
+                await self.hub.phone.stop()
             self.hub.shutdown()
 
     def release(self) -> None:

@@ -1,0 +1,459 @@
+"""The phone listener: a separate, locked-down server for the phone page and its API.
+
+It is a second tornado ``HTTPServer`` in the hub's process, opened on demand on the
+machine's LAN address (or one the user picks, a Tailscale ``100.x`` address included). It
+serves ONLY the phone page, its assets and the steering API; nothing of Jupyter; and it
+accepts only paired devices (a cookie), never a Jupyter token or the hub's secret.
+
+Every request: the ``Host`` must be one this listener was opened for (DNS rebinding); every
+response carries a strict CSP, ``Referrer-Policy: no-referrer``, ``nosniff`` and
+``no-store``. State-changing requests also need a same-origin ``Origin`` and, for POST,
+the ``X-CSRF-Token`` the page got from ``/api/state``. Messages are limited to 64 KiB
+(a larger WebSocket message closes that connection with 1009) and commands are rate
+limited per device. Logs name methods and paths, never a query or a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+from tornado import httputil, web, websocket
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from ..core.errors import PairingError, UsageError
+from .hub import Hub
+from .pairing import Device, Pairing
+from .protocol import MAX_CLIENT_MESSAGE, ProtocolError, dumps, load, parse_client_message
+
+log = logging.getLogger("conductloop.phone")
+STATIC = Path(__file__).resolve().parent.parent / "static" / "phone"
+COOKIE = "conductloop_device"
+ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+RATE = 5.0  # commands a second, per device
+BURST = 20
+
+
+def lan_address() -> str | None:
+    """This machine's address on its LAN, or ``None`` when only loopback is possible.
+
+    Connecting a UDP socket sends no packet: it only asks the OS which interface would
+    route to the (documentation-only) address.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            found: str = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if ipaddress.ip_address(found).is_loopback else found
+
+
+class PhoneService:
+    """The listener, its pairing book, and the live connections of each device."""
+
+    def __init__(self, hub: Hub, home: Path) -> None:
+        self.hub = hub
+        self.pairing = Pairing(home)
+        self.home = home
+        self.host = ""
+        self.port = 0
+        self.tls = False
+        self.fingerprint: str | None = None
+        self.note = ""
+        self._server: HTTPServer | None = None
+        self.sockets: dict[str, set[PhoneSocket]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    @property
+    def open(self) -> bool:
+        return self._server is not None
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    async def start(self, host: str | None, port: int, tls: bool) -> None:
+        """Listen on ``host`` (default: the LAN address) and ``port`` (0: any free one)."""
+        await asyncio.to_thread(self.pairing.load)
+        self.note = ""
+        if not host:
+            host = lan_address()
+            if host is None:
+                host = "127.0.0.1"
+                self.note = (
+                    "no LAN address found: the phone page listens on loopback only, so only "
+                    "this machine can open it; pass host= (e.g. a Tailscale 100.x address)"
+                )
+        sockets = bind_sockets(port, host)
+        self.host, self.port = host, sockets[0].getsockname()[1]
+        ssl_options = None
+        if tls:
+            ssl_options, self.fingerprint = await asyncio.to_thread(self._certificate)
+        self.tls = tls
+        app = web.Application(
+            [
+                (r"/", PageHandler, {"asset": "index.html"}),
+                (r"/(app\.js|app\.css)", PageHandler),
+                (r"/pair", PairHandler),
+                (r"/api/state", StateHandler),
+                (r"/api/events", EventsHandler),
+                (r"/api/command", CommandHandler),
+                (r"/ws", PhoneSocket),
+            ],
+            default_handler_class=NotFound,
+            phone=self,
+            log_function=_log_request,
+            websocket_ping_interval=10,
+            websocket_ping_timeout=10,
+        )
+        self._server = HTTPServer(
+            app, ssl_options=ssl_options, max_body_size=MAX_CLIENT_MESSAGE, xheaders=False
+        )
+        self._server.add_sockets(sockets)
+
+    def allowed_hosts(self) -> set[str]:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        hosts = {f"{host}:{self.port}"}
+        if self.host == "127.0.0.1":
+            hosts.add(f"localhost:{self.port}")
+        return hosts
+
+    def origins(self) -> set[str]:
+        scheme = "https" if self.tls else "http"
+        return {f"{scheme}://{h}" for h in self.allowed_hosts()}
+
+    def pair_url(self, ttl: float | None = None) -> tuple[str, float]:
+        code, expires = self.pairing.new_code(ttl)
+        return f"{self.base_url}/#pair={code}", expires
+
+    async def revoke(self, device_id: str) -> bool:
+        device = self.pairing.revoke(device_id)
+        if device is None:
+            return False
+        for connection in self.sockets.pop(device_id, set()):
+            connection.close(4001, "this device was revoked")
+        await asyncio.to_thread(self.pairing.save)
+        return True
+
+    def allow_command(self, device: Device) -> bool:
+        """A token bucket per device: ``RATE`` a second, bursts of ``BURST``."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(device.id, (float(BURST), now))
+        tokens = min(float(BURST), tokens + (now - last) * RATE)
+        if tokens < 1:
+            self._buckets[device.id] = (tokens, now)
+            return False
+        self._buckets[device.id] = (tokens - 1, now)
+        return True
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            for connections in self.sockets.values():
+                for connection in connections:
+                    connection.close(1001, "the hub is stopping")
+            await self._server.close_all_connections()
+            self._server = None
+
+    def _certificate(self) -> tuple[ssl.SSLContext, str]:
+        """A self-signed certificate for the listener's address; and its SHA-256."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "conductloop phone")])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(self.host))]),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        cert_path, key_path = self.home / "phone-cert.pem", self.home / "phone-key.pem"
+        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key_bytes = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key_bytes)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_path, key_path)
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        digest = hashlib.sha256(der).hexdigest().upper()
+        return context, ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+class PhoneMixin:
+    """Host allow-list, security headers, and the device behind the cookie."""
+
+    request: httputil.HTTPServerRequest
+    settings: dict[str, Any]
+
+    @property
+    def phone(self) -> PhoneService:
+        phone: PhoneService = self.settings["phone"]
+        return phone
+
+    def secure_headers(self) -> None:
+        handler: Any = self
+        handler.set_header("Content-Security-Policy", CSP)
+        handler.set_header("Referrer-Policy", "no-referrer")
+        handler.set_header("X-Content-Type-Options", "nosniff")
+        handler.set_header("X-Frame-Options", "DENY")
+        handler.set_header("Cache-Control", "no-store")
+
+    def check_host(self) -> None:
+        if self.request.host not in self.phone.allowed_hosts():
+            raise web.HTTPError(403, reason="unknown host")
+
+    def same_origin(self) -> bool:
+        return self.request.headers.get("Origin") in self.phone.origins()
+
+    def current_device(self) -> Device | None:
+        handler: Any = self
+        device = self.phone.pairing.device(handler.get_cookie(COOKIE))
+        if device is not None:
+            self.phone.pairing.seen(device, self.request.remote_ip or "")
+        return device
+
+
+class PhoneHandler(PhoneMixin, web.RequestHandler):
+    def set_default_headers(self) -> None:
+        self.secure_headers()
+
+    def prepare(self) -> None:
+        self.check_host()
+
+    def send_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(dumps(body))
+
+    def fail(self, status: int, code: str, message: str, **extra: Any) -> None:
+        self.send_json({"error": {"code": code, "message": message, **extra}}, status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": {"code": "http", "message": self._reason}}))
+
+    def device_or_401(self) -> Device | None:
+        device = self.current_device()
+        if device is None:
+            self.fail(401, "unauthorized", "this phone is not paired (or was signed out)")
+        return device
+
+    def post_allowed(self, device: Device) -> bool:
+        if not self.same_origin():
+            self.fail(403, "forbidden", "cross-origin request refused")
+            return False
+        if not self.phone.pairing.check_csrf(device, self.request.headers.get("X-CSRF-Token")):
+            self.fail(403, "forbidden", "missing or wrong CSRF token")
+            return False
+        return True
+
+
+class NotFound(PhoneHandler):
+    def prepare(self) -> None:
+        self.check_host()
+        raise web.HTTPError(404)
+
+
+class PageHandler(PhoneHandler):
+    def initialize(self, asset: str | None = None) -> None:
+        self.asset = asset
+
+    async def get(self, name: str | None = None) -> None:
+        asset = self.asset or name or ""
+        if asset not in ASSETS:
+            raise web.HTTPError(404)
+        body = await asyncio.to_thread((STATIC / asset).read_bytes)
+        self.set_header("Content-Type", f"{ASSETS[asset]}; charset=utf-8")
+        self.finish(body)
+
+
+class PairHandler(PhoneHandler):
+    async def post(self) -> None:
+        if not self.same_origin():
+            self.fail(403, "forbidden", "cross-origin request refused")
+            return
+        try:
+            body = load(self.request.body)
+            code = body.get("code")
+            if not isinstance(code, str):
+                raise ProtocolError("bad_message", "field 'code' must be a string")
+            device, token = self.phone.pairing.claim(
+                code,
+                name=str(body.get("name") or ""),
+                user_agent=self.request.headers.get("User-Agent", ""),
+                address=self.request.remote_ip or "",
+            )
+        except ProtocolError as error:
+            self.fail(400, error.code, error.message)
+            return
+        except PairingError as error:
+            if error.retry_after:
+                self.set_header("Retry-After", str(int(error.retry_after) + 1))
+            status = 429 if "too many" in str(error) else 403
+            self.fail(status, "pairing", str(error), retry_after=error.retry_after)
+            return
+        await asyncio.to_thread(self.phone.pairing.save)
+        self.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="Strict",
+            secure=self.phone.tls,
+            path="/",
+            expires_days=365,
+        )
+        self.send_json({"device": device.public(), "csrf": self.phone.pairing.csrf(device)})
+
+
+class StateHandler(PhoneHandler):
+    def get(self) -> None:
+        device = self.device_or_401()
+        if device is None:
+            return
+        self.send_json(
+            {
+                "device": device.public(),
+                "csrf": self.phone.pairing.csrf(device),
+                "snapshot": self.phone.hub.snapshot(),
+            }
+        )
+
+
+class EventsHandler(PhoneHandler):
+    async def get(self) -> None:
+        device = self.device_or_401()
+        if device is None:
+            return
+        agent_id = self.get_argument("agent_id", "")
+        if agent_id not in self.phone.hub.view.agents:
+            self.fail(404, "unknown_agent", f"no agent {agent_id!r}")
+            return
+        self.send_json({"events": await self.phone.hub.recent_events(agent_id, 50)})
+
+
+class CommandHandler(PhoneHandler):
+    async def post(self) -> None:
+        device = self.device_or_401()
+        if device is None or not self.post_allowed(device):
+            return
+        if not self.phone.allow_command(device):
+            self.fail(429, "rate_limited", "too many commands; slow down")
+            return
+        try:
+            result = await self.phone.hub.command(load(self.request.body), f"phone:{device.name}")
+        except ProtocolError as error:
+            from .app import HTTP_STATUS
+
+            self.fail(HTTP_STATUS.get(error.code, 400), error.code, error.message)
+            return
+        self.send_json({"ok": True, "result": result})
+
+
+class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
+    """Live events and commands for one paired device."""
+
+    device: Device | None = None
+
+    def set_default_headers(self) -> None:
+        self.secure_headers()
+
+    def check_origin(self, origin: str) -> bool:
+        return origin in self.phone.origins()
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        self.check_host()
+        self.device = self.current_device()
+        if self.device is None:
+            self.set_status(401)
+            self.finish(json.dumps({"error": {"code": "unauthorized", "message": "not paired"}}))
+            return
+        await super().get(*args, **kwargs)
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_CLIENT_MESSAGE
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        assert self.device is not None
+        self.phone.sockets.setdefault(self.device.id, set()).add(self)
+
+    def send(self, message: dict[str, Any] | str) -> None:
+        text = message if isinstance(message, str) else dumps(message)
+        with contextlib.suppress(websocket.WebSocketClosedError):
+            self.write_message(text)
+
+    async def on_message(self, raw: str | bytes) -> None:
+        device = self.device
+        if device is None or device.id not in self.phone.pairing.devices:
+            self.close(4001, "this device was revoked")
+            return
+        request_id = None
+        try:
+            message = parse_client_message(raw)
+            request_id = message.get("id")
+            if message["type"] == "subscribe":
+                await self.phone.hub.subscribe(self, message["after"])
+                return
+            if not self.phone.allow_command(device):
+                raise ProtocolError("rate_limited", "too many commands; slow down")
+            result = await self.phone.hub.command(message["command"], f"phone:{device.name}")
+        except ProtocolError as error:
+            self.send(error.to_wire(request_id))
+            return
+        self.send({"type": "reply", "id": request_id, "ok": True, "result": result})
+
+    def on_close(self) -> None:
+        self.phone.hub.unsubscribe(self)
+        if self.device is not None:
+            self.phone.sockets.get(self.device.id, set()).discard(self)
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    request = handler.request
+    log.debug("%d %s %s", handler.get_status(), request.method, request.path)
+
+
+def check_phone_options(host: str | None, port: int | None) -> None:
+    if host is not None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise UsageError(f"host must be an IP address of this machine, not {host!r}") from None
+    if port is not None and (not isinstance(port, int) or not 0 <= port < 65536):
+        raise UsageError(f"port must be 0..65535, not {port!r}")
