@@ -83,6 +83,10 @@ class LabCommands(_LabMixin, CommandsMixin, APIHandler):
 
 
 class LabSocket(_LabMixin, ClientSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+    async def prepare(self) -> None:  # type: ignore[override]
+        # an API socket: refuse with 403 instead of redirecting to the login page
+        await JupyterHandler.prepare(self, _redirect_to_login=False)
+
     async def pre_get(self) -> None:
         allowed = await ensure_async(
             self.authorizer.is_authorized(self, self.current_user, "execute", RESOURCE)

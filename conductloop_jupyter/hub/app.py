@@ -23,7 +23,7 @@ import contextlib
 import hmac
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tornado import web, websocket
 
@@ -34,6 +34,7 @@ from .protocol import (
     MAX_CLIENT_MESSAGE,
     MAX_RUNTIME_MESSAGE,
     ProtocolError,
+    client_message_id,
     dumps,
     load,
     parse_client_message,
@@ -65,8 +66,9 @@ class HubMixin:
         hub: Hub = self.settings["conductloop_hub"]
         return hub
 
-    def who(self) -> str:
-        return "client"
+    if TYPE_CHECKING:  # each concrete handler says who is asking (its own auth decides)
+
+        def who(self) -> str: ...
 
 
 class SocketMixin(HubMixin):
@@ -235,8 +237,9 @@ class ClientSocketMixin(SocketMixin):
     async def on_message(self, raw: str | bytes) -> None:
         request_id = None
         try:
-            message = parse_client_message(raw)
-            request_id = message.get("id")
+            message = load(raw)
+            request_id = client_message_id(message)
+            message = parse_client_message(message)
             if message["type"] == "subscribe":
                 await self.hub.subscribe(self, message["after"])  # type: ignore[arg-type]
                 return

@@ -353,9 +353,37 @@ class Hub:
             results = await asyncio.gather(*(self._send(r.runtime, command) for r in connected))
             return sum(int(n) for n in results)
         runtime = self.owner(command)
-        if runtime == HUB_RUNTIME:
-            raise ProtocolError("usage", "that agent has ended (its runtime was lost)")
+        settled = self._settled(command)
+        if settled is not None:
+            return settled[0]
         return await self._send(runtime, command)
+
+    def _settled(self, command: dict[str, Any]) -> tuple[Any] | None:
+        """The answer for a command about something that has already ended, given here
+        with the runtime's own rules, so it holds even when that runtime is gone:
+        a decided request -> ``False`` (first answer wins); ``stop`` of an ended agent ->
+        nothing (idempotent); pause/resume/redirect of an ended agent -> ``usage``."""
+        op = command["op"]
+        if "request_id" in command:
+            request = self.view.requests[command["request_id"]]
+            if request.open:
+                return None
+            verbs = {"question": ("answer", "reject")}.get(request.kind, ("approve", "reject"))
+            if op not in verbs:
+                raise ProtocolError(
+                    "usage", f"request {request.id} is a {request.kind}: use {' or '.join(verbs)}"
+                )
+            return (False,)
+        agent = self.view.agents[command["agent_id"]]
+        if not agent.state.final:
+            return None
+        if op == "stop":
+            return (None,)
+        raise ProtocolError(
+            "usage",
+            f"agent {agent.agent_id} has already ended ({agent.state.value}), "
+            f"so it cannot be {op}d",
+        )
 
     async def _send(self, runtime: str, command: dict[str, Any]) -> Any:
         link = self.runtimes.get(runtime)

@@ -35,7 +35,14 @@ from tornado.netutil import bind_sockets
 from ..core.errors import PairingError, UsageError
 from .hub import Hub
 from .pairing import Device, Pairing
-from .protocol import MAX_CLIENT_MESSAGE, ProtocolError, dumps, load, parse_client_message
+from .protocol import (
+    MAX_CLIENT_MESSAGE,
+    ProtocolError,
+    client_message_id,
+    dumps,
+    load,
+    parse_client_message,
+)
 
 log = logging.getLogger("conductloop.phone")
 STATIC = Path(__file__).resolve().parent.parent / "static" / "phone"
@@ -425,8 +432,9 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
             return
         request_id = None
         try:
-            message = parse_client_message(raw)
-            request_id = message.get("id")
+            message = load(raw)
+            request_id = client_message_id(message)
+            message = parse_client_message(message)
             if message["type"] == "subscribe":
                 await self.phone.hub.subscribe(self, message["after"])
                 return

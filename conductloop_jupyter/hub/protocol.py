@@ -178,12 +178,13 @@ def parse_runtime_message(raw: str | bytes) -> dict[str, Any]:
     message = load(raw)
     kind = message.get("type")
     if kind == "hello":
-        if message.get("v") != PROTOCOL_VERSION:
+        if type(message.get("v")) is not int or message["v"] != PROTOCOL_VERSION:
             raise ProtocolError(
                 "bad_message", f"protocol version {message.get('v')!r} is not {PROTOCOL_VERSION}"
             )
         _text(message, "runtime")
         _text(message, "name", optional=True)
+        _text(message, "host", optional=True)
         _int(message, "pid")
         return message
     if kind == "events":
@@ -205,9 +206,15 @@ def parse_runtime_message(raw: str | bytes) -> dict[str, Any]:
     raise ProtocolError("unknown_type", f"a runtime cannot send messages of type {kind!r}")
 
 
-def parse_client_message(raw: str | bytes) -> dict[str, Any]:
+def client_message_id(message: dict[str, Any]) -> str | None:
+    """The ``id`` a reply (or an error) to this message must carry, if it has a usable one."""
+    given = message.get("id")
+    return given if isinstance(given, str) and 0 < len(given) <= 100 else None
+
+
+def parse_client_message(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     """One message from a client (JupyterLab, ``cl.connect``, the phone page)."""
-    message = load(raw)
+    message = raw if isinstance(raw, dict) else load(raw)
     kind = message.get("type")
     if kind == "subscribe":
         _int(message, "after")

@@ -51,7 +51,7 @@ class HubServer:
         self.home = Path(home)
         self.host = host
         self.port = port
-        self.secret = secret or new_secret()
+        self.secret = secret or ""  # else read or made by bind(): <home>/hub.secret
         self.lost_after = lost_after
         self.hub: Hub | None = None
         self.address: HubAddress | None = None
@@ -65,6 +65,7 @@ class HubServer:
             return self.address
         self.home.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        self.secret = self.secret or _home_secret(self.home)
         try:
             self._sockets = bind_sockets(self.port, self.host, family=socket.AF_INET)
         except OSError:
@@ -94,7 +95,7 @@ class HubServer:
 
     async def start(self) -> HubAddress:
         """Open the store, rebuild the view, listen, and write ``hub.json``."""
-        address = self.bind()
+        address = self.address if self.address is not None else await asyncio.to_thread(self.bind)
         store = EventStore(self.home / "events.sqlite3")
         hub = Hub(store, lost_after=self.lost_after)
         try:
@@ -138,6 +139,23 @@ class HubServer:
     async def stop(self) -> None:
         await self.stop_listening()
         await asyncio.to_thread(self.release)
+
+
+def _home_secret(home: Path) -> str:
+    """The home's hub secret, kept in ``<home>/hub.secret`` (0600) so that a restarted hub
+    keeps it and runtimes given it by environment reconnect."""
+    path = home / "hub.secret"
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        secret = ""
+    if len(secret) < 32:
+        home.mkdir(parents=True, exist_ok=True)
+        secret = new_secret()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secret)
+    return secret
 
 
 class EmbeddedHub:
