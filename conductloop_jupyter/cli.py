@@ -9,7 +9,8 @@ import json
 import queue
 import signal
 import sys
-from typing import TextIO
+import threading
+from typing import Any, TextIO
 
 from .client import connect
 from .conductor import Conductor
@@ -20,18 +21,25 @@ from .core.view import Request
 from .demo import TASKS, build
 from .hub.discovery import resolve_home
 from .hub.server import HubBusy, HubServer
+from .notebook.phone import PhoneLink
 
 _SHOWN = {"agent.started", "agent.status", "agent.state", "tool.started", "usage"}
 
 
-class _QueueSink:
-    """Hands events to the terminal thread without blocking the agents' loop."""
+class _Inbox:
+    """One queue for the terminal thread: the agents' events (this is their sink) and the
+    lines typed at the terminal (read on a thread), so neither waits for the other."""
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
     def emit(self, event: Event) -> None:
-        self.queue.put(event)
+        self.queue.put(("event", event))
+
+    def read_lines(self, stream: TextIO) -> None:
+        for line in iter(stream.readline, ""):
+            self.queue.put(("line", line.strip()))
+        self.queue.put(("eof", None))
 
 
 def _describe(event: Event) -> str | None:
@@ -47,45 +55,58 @@ def _describe(event: Event) -> str | None:
     return f"  {event.agent_id:<26} {text}" if text else None
 
 
-def _prompt(request: Request, out: TextIO) -> str:
+def _prompt(request: Request, out: TextIO) -> None:
     out.write(f"\nNeeds you ({request.kind}) from {request.agent_id}: {request.prompt}\n")
     if request.choices:
         out.write(f"  answer with one of {', '.join(request.choices)} (or r to decline): ")
     else:
         out.write("  a = approve, r = reject: ")
     out.flush()
-    return sys.stdin.readline()
 
 
-def demo(pace: float) -> int:
-    loop, llm = build(pace)
-    sink = _QueueSink()
-    loop.attach(sink)
+def demo(pace: float, phone: bool = True) -> int:
+    loop, _ = build(pace)
+    inbox = _Inbox()
+    loop.attach(inbox)
     out = sys.stdout
     out.write("ConductLoop demo: two tasks, five agents, and three moments that need you.\n")
+    if phone:
+        try:
+            _print_phone(loop.phone(), out)
+            out.write("Answer here, or on your phone: the first answer wins.\n")
+        except ConductLoopError as error:
+            out.write(f"(no phone page: {error})\n")
     out.write("Ctrl-C stops every agent cleanly.\n\n")
+    threading.Thread(target=inbox.read_lines, args=(sys.stdin,), daemon=True).start()
     runs = [loop.dispatch(task) for task in TASKS]
+    asking: Request | None = None
     try:
         while not all(run.done() for run in runs):
             try:
-                event = sink.queue.get(timeout=0.5)
+                kind, item = inbox.queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            line = _describe(event) if event.kind in _SHOWN else None
-            if line:
-                out.write(line + "\n")
-            if event.kind == "request.opened":
-                request = loop.request(str(event.data["request_id"]))
-                while request.open:
-                    reply = _prompt(request, out)
-                    if not reply:
-                        out.write("\nno more input: stopping every agent\n")
-                        loop.stop_all(by="terminal")
-                        break
-                    if not _decide(loop, request, reply.strip()):
-                        out.write("  (not one of the options)\n")
-                        continue
-                    break
+            if kind == "event":
+                line = _describe(item) if item.kind in _SHOWN else None
+                if line:
+                    out.write(line + "\n")
+                decided = item.kind == "request.decided"
+                if decided and asking is not None and item.data["request_id"] == asking.id:
+                    if item.data.get("by") != "terminal":
+                        out.write(f"  (decided by {item.data.get('by')})\n")
+                    asking = None
+            elif kind == "eof":
+                out.write("\nno more input: stopping every agent\n")
+                loop.stop_all(by="terminal")
+                continue
+            elif asking is not None and not _decide(loop, asking, item):
+                out.write("  (not one of the options)\n")
+                _prompt(asking, out)
+            if asking is None or not loop.request(asking.id).open:
+                pending = loop.pending()
+                asking = pending[0] if pending else None
+                if asking is not None:
+                    _prompt(asking, out)
     except KeyboardInterrupt:
         out.write(f"\nstopped {loop.stop_all(by='terminal')} agent(s)\n")
     finally:
@@ -93,7 +114,6 @@ def demo(pace: float) -> int:
     out.write("\nAgents:\n")
     out.write(loop.agents()[["agent_id", "state", "activity", "cost_usd"]].to_string() + "\n")
     out.write(f"\nSpend by model:\n{loop.spend(by='model').to_string()}\n")
-    del llm  # the script is allowed to be only partly used when a human declines
     return 0
 
 
@@ -112,7 +132,19 @@ def _decide(loop: Conductor, request: Request, reply: str) -> bool:
     return True
 
 
-def serve(home: str | None, host: str, port: int) -> int:
+def _print_phone(link: PhoneLink, out: TextIO) -> None:
+    out.write(link.qr_text())
+    out.write(f"Scan it, or open {link.url} on your phone (one use, 5 minutes).\n")
+    if link.fingerprint:
+        out.write(f"Certificate SHA-256: {link.fingerprint}\n")
+    if link.note:
+        out.write(f"Note: {link.note}\n")
+    out.flush()
+
+
+def serve(
+    home: str | None, host: str, port: int, phone: bool = False, phone_host: str | None = None
+) -> int:
     """Run a hub in the foreground until SIGINT or SIGTERM."""
     server = HubServer(resolve_home(home), host=host, port=port)
     try:
@@ -124,6 +156,13 @@ def serve(home: str | None, host: str, port: int) -> int:
     async def run() -> None:
         await server.start()
         print(f"conductloop hub at {address.url} (home {server.home}); Ctrl-C stops it", flush=True)
+        if phone and server.hub is not None and server.hub.phone is not None:
+            service = server.hub.phone
+            await service.start(phone_host, 0, tls=False)
+            url, expires = service.pair_url()
+            _print_phone(
+                PhoneLink(url, expires, service.host, service.port, note=service.note), sys.stdout
+            )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -167,18 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser("demo", help="run demonstration agents that need you")
     run_demo.add_argument("--pace", type=float, default=0.4, help="seconds between steps")
+    run_demo.add_argument("--no-phone", action="store_true", help="do not open the phone page")
     run_serve = commands.add_parser("serve", help="run a hub (without Jupyter)")
     run_serve.add_argument("--home", help="the hub's data folder (default: $CONDUCTLOOP_HOME)")
     run_serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     run_serve.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    run_serve.add_argument("--phone", action="store_true", help="open the phone page now")
+    run_serve.add_argument("--phone-host", help="address for the phone page (default: LAN)")
     run_status = commands.add_parser("status", help="every agent and open request on the hub")
     run_status.add_argument("--home", help="the hub's data folder (default: $CONDUCTLOOP_HOME)")
     run_status.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo(args.pace)
+        return demo(args.pace, phone=not args.no_phone)
     if args.command == "serve":
-        return serve(args.home, args.host, args.port)
+        return serve(args.home, args.host, args.port, args.phone, args.phone_host)
     return status(args.home, args.json)
 
 

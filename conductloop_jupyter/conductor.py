@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import weakref
 from typing import Literal
 
 import pandas as pd
@@ -16,6 +18,12 @@ from .hub.server import start_embedded
 from .link import HubLink
 from .notebook.frames import agents_frame, events_frame, spend_frame
 from .notebook.phone import PhoneLink
+
+
+def _close_at_exit(ref: weakref.ref[Conductor]) -> None:
+    conductor = ref()
+    if conductor is not None and not conductor._closed:
+        conductor.close(timeout=5.0)
 
 
 class Conductor(BaseConductor):
@@ -66,6 +74,8 @@ class Conductor(BaseConductor):
         self._link: HubLink | None = None
 
     def _on_bind(self) -> None:
+        if self._host.owns_thread:  # a script: at exit, stop agents and flush to the hub
+            atexit.register(_close_at_exit, weakref.ref(self))
         if self._target is False:
             return  # hub=False (or $CONDUCTLOOP_HUB=off): nothing leaves this process
         target = self._target if isinstance(self._target, HubAddress) else None

@@ -22,7 +22,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import ensure_async
 from tornado import web, websocket
-from traitlets import Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode
 
 from .hub.app import (
     AgentsMixin,
@@ -106,6 +106,7 @@ class ConductLoopApp(ExtensionApp):
     name = "conductloop_jupyter"
     home = Unicode("", config=True, help="The hub's data folder (default: $CONDUCTLOOP_HOME).")
     lost_after = Float(3.0, config=True, help="Seconds before a vanished runtime is lost.")
+    phone = Bool(False, config=True, help="Open the phone listener when the server starts.")
     phone_host = Unicode("", config=True, help="Address the phone listener binds (LAN).")
     phone_port = Int(0, config=True, help="Port of the phone listener (0: any free port).")
 
@@ -142,7 +143,13 @@ class ConductLoopApp(ExtensionApp):
         if self.hub_server is None:
             return
         await self.hub_server.start()
-        serverapp.web_app.settings["conductloop_hub"] = self.hub_server.hub
+        hub = self.hub_server.hub
+        serverapp.web_app.settings["conductloop_hub"] = hub
+        if self.phone and hub is not None and hub.phone is not None:
+            await hub.phone.start(self.phone_host or None, self.phone_port, tls=False)
+            self.log.info(
+                "ConductLoop phone page at %s (pair with loop.phone())", hub.phone.base_url
+            )
 
     async def stop_extension(self) -> None:
         if self.hub_server is not None:
