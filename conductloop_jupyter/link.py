@@ -134,7 +134,9 @@ class HubLink:
             connect_timeout=5,
             request_timeout=5,
         )
-        ws = await websocket_connect(request, max_message_size=MAX_RUNTIME_MESSAGE)
+        ws = await websocket_connect(
+            request, max_message_size=MAX_RUNTIME_MESSAGE, ping_interval=10, ping_timeout=10
+        )
         self._ws = ws
         try:
             ws.write_message(dumps(self._hello()))

@@ -74,6 +74,9 @@ class HubMixin:
 class SocketMixin(HubMixin):
     """A WebSocket as the hub's ``Connection``: ``send`` never blocks or raises."""
 
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.hub.opened(self)  # type: ignore[arg-type]
+
     def send(self, message: dict[str, Any] | str) -> None:
         text = message if isinstance(message, str) else dumps(message)
         with contextlib.suppress(websocket.WebSocketClosedError):
@@ -250,7 +253,7 @@ class ClientSocketMixin(SocketMixin):
         self.send({"type": "reply", "id": request_id, "ok": True, "result": result})
 
     def on_close(self) -> None:
-        self.hub.unsubscribe(self)  # type: ignore[arg-type]
+        self.hub.closed(self)  # type: ignore[arg-type]
 
 
 class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
@@ -291,6 +294,7 @@ class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
     def on_close(self) -> None:
         if self.runtime is not None:
             self.hub.runtime_closed(self.runtime, self)
+        self.hub.closed(self)
 
 
 # -- the hub listener's own auth: the secret from hub.json ---------------------------------

@@ -76,7 +76,9 @@ class Hub:
         self._ids = itertools.count(1)
         self.last_id = 0
         self._recent: deque[tuple[int, Event]] = deque(maxlen=RECENT)
-        self.clients: set[Connection] = set()
+        self.clients: set[Connection] = set()  # subscribed to live events
+        #: every open WebSocket (runtimes and clients), each with a future done on close
+        self.connections: dict[Connection, asyncio.Future[None]] = {}
         self._outbox: list[dict[str, Any]] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._command_ids = itertools.count(1)
@@ -113,6 +115,24 @@ class Hub:
         self.last_id = last_id
         self._durable = self.store.last_seqs()
         self._accepted = dict(self._durable)
+
+    def opened(self, connection: Connection) -> None:
+        assert self._loop is not None
+        self.connections[connection] = self._loop.create_future()
+
+    def closed(self, connection: Connection) -> None:
+        self.unsubscribe(connection)
+        done = self.connections.pop(connection, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    async def close_connections(self, timeout: float = 5.0) -> None:
+        """Close every WebSocket (1001) and wait for them to end: runtimes will replay."""
+        pending = list(self.connections.values())
+        for connection in list(self.connections):
+            connection.close(1001, "the hub is stopping")
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     def shutdown(self) -> None:
         """Stop timers and pending commands (the caller then closes the store)."""
@@ -379,10 +399,11 @@ class Hub:
             return None
         if op == "stop":
             return (None,)
+        done = {"pause": "paused", "resume": "resumed", "redirect": "redirected"}.get(op, op)
         raise ProtocolError(
             "usage",
             f"agent {agent.agent_id} has already ended ({agent.state.value}), "
-            f"so it cannot be {op}d",
+            f"so it cannot be {done}",
         )
 
     async def _send(self, runtime: str, command: dict[str, Any]) -> Any:

@@ -120,6 +120,8 @@ class HubServer:
         """Close the listener and every connection (runtimes will replay to the next hub)."""
         if self._server is not None:
             self._server.stop()
+            if self.hub is not None:
+                await self.hub.close_connections()
             await self._server.close_all_connections()
             self._server = None
         self._close_sockets()
