@@ -212,7 +212,7 @@ def clip(text: str, limit: int = _MAX_TEXT) -> str:
     """``text`` cut to ``limit`` characters, saying so when it was cut."""
     if len(text) <= limit:
         return text
-    if limit < 40:
+    if limit < 20:  # too short to say how much was cut
         return text[:limit]
     return text[: limit - 20] + f"... [{len(text) - limit + 20} more]"
 

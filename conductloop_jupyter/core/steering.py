@@ -340,9 +340,9 @@ class SteeringMixin(RuntimeCore):
         if not isinstance(command, Mapping):
             raise UsageError("a command must be an object with an 'op' field")
         op, by = command.get("op"), command.get("by", "hub")
-        if not isinstance(op, str) or op not in _COMMANDS:
-            raise UsageError(f"unknown command op {op!r}; one of {', '.join(_COMMANDS)}")
-        fields = _COMMANDS[op]
+        if not isinstance(op, str) or op not in COMMAND_FIELDS:
+            raise UsageError(f"unknown command op {op!r}; one of {', '.join(COMMAND_FIELDS)}")
+        fields = COMMAND_FIELDS[op]
         missing = [f for f in fields if not isinstance(command.get(f), str)]
         if missing:
             raise UsageError(f"command {op!r} needs string field(s): {', '.join(missing)}")
@@ -352,7 +352,8 @@ class SteeringMixin(RuntimeCore):
         return getattr(self, op)(*args, by=str(by))
 
 
-_COMMANDS: dict[str, tuple[str, ...]] = {
+#: every steering command and its required string fields (the hub's protocol uses this too)
+COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
     "approve": ("request_id",),
     "reject": ("request_id",),
     "answer": ("request_id", "text"),

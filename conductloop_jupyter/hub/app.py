@@ -28,16 +28,14 @@ from typing import TYPE_CHECKING, Any
 from tornado import web, websocket
 
 from ..core.errors import UsageError
-from .hub import Hub, request_row
+from .hub import Hub, request_row, serve_client_message
 from .phone import check_phone_options
 from .protocol import (
     MAX_CLIENT_MESSAGE,
     MAX_RUNTIME_MESSAGE,
     ProtocolError,
-    client_message_id,
     dumps,
     load,
-    parse_client_message,
     parse_runtime_message,
 )
 from .store import StoreError
@@ -238,19 +236,7 @@ class ClientSocketMixin(SocketMixin):
         return MAX_CLIENT_MESSAGE
 
     async def on_message(self, raw: str | bytes) -> None:
-        request_id = None
-        try:
-            message = load(raw)
-            request_id = client_message_id(message)
-            message = parse_client_message(message)
-            if message["type"] == "subscribe":
-                await self.hub.subscribe(self, message["after"])  # type: ignore[arg-type]
-                return
-            result = await self.hub.command(message["command"], self.who())
-        except ProtocolError as error:
-            self.send(error.to_wire(request_id))
-            return
-        self.send({"type": "reply", "id": request_id, "ok": True, "result": result})
+        await serve_client_message(self.hub, self, raw, self.who())  # type: ignore[arg-type]
 
     def on_close(self) -> None:
         self.hub.closed(self)  # type: ignore[arg-type]

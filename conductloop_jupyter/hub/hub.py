@@ -29,7 +29,14 @@ from ..core.clock import Clock, SystemClock
 from ..core.events import Event, EventKind
 from ..core.states import AgentState
 from ..core.view import View
-from .protocol import ProtocolError, dumps, parse_command
+from .protocol import (
+    ProtocolError,
+    client_message_id,
+    dumps,
+    load,
+    parse_client_message,
+    parse_command,
+)
 from .store import EventStore
 
 if TYPE_CHECKING:
@@ -432,6 +439,35 @@ class Hub:
         future = self._replies.get(reply["id"])
         if future is not None and not future.done():
             future.set_result(reply)
+
+
+async def serve_client_message(
+    hub: Hub,
+    client: Connection,
+    raw: str | bytes,
+    by: str,
+    may_command: Callable[[], bool] = lambda: True,
+) -> None:
+    """One message from a client socket: subscribe, or a command answered with a reply.
+
+    Every refusal is an ``error`` carrying the message's ``id``; the socket keeps serving.
+    ``may_command`` is a rate limit (the phone's): ``False`` refuses with ``rate_limited``.
+    """
+    request_id = None
+    try:
+        message = load(raw)
+        request_id = client_message_id(message)
+        message = parse_client_message(message)
+        if message["type"] == "subscribe":
+            await hub.subscribe(client, message["after"])
+            return
+        if not may_command():
+            raise ProtocolError("rate_limited", "too many commands; slow down")
+        result = await hub.command(message["command"], by)
+    except ProtocolError as error:
+        client.send(error.to_wire(request_id))
+        return
+    client.send({"type": "reply", "id": request_id, "ok": True, "result": result})
 
 
 def _client_event(store_id: int, event: Event) -> dict[str, Any]:

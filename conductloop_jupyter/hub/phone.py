@@ -33,15 +33,13 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ..core.errors import PairingError, UsageError
-from .hub import Hub
+from .hub import Hub, serve_client_message
 from .pairing import Device, Pairing
 from .protocol import (
     MAX_CLIENT_MESSAGE,
     ProtocolError,
-    client_message_id,
     dumps,
     load,
-    parse_client_message,
 )
 
 log = logging.getLogger("conductloop.phone")
@@ -430,21 +428,13 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
         if device is None or device.id not in self.phone.pairing.devices:
             self.close(4001, "this device was revoked")
             return
-        request_id = None
-        try:
-            message = load(raw)
-            request_id = client_message_id(message)
-            message = parse_client_message(message)
-            if message["type"] == "subscribe":
-                await self.phone.hub.subscribe(self, message["after"])
-                return
-            if not self.phone.allow_command(device):
-                raise ProtocolError("rate_limited", "too many commands; slow down")
-            result = await self.phone.hub.command(message["command"], f"phone:{device.name}")
-        except ProtocolError as error:
-            self.send(error.to_wire(request_id))
-            return
-        self.send({"type": "reply", "id": request_id, "ok": True, "result": result})
+        await serve_client_message(
+            self.phone.hub,
+            self,
+            raw,
+            f"phone:{device.name}",
+            lambda: self.phone.allow_command(device),
+        )
 
     def on_close(self) -> None:
         self.phone.hub.unsubscribe(self)

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypedDict
 
 from ..core.errors import ConductLoopError
 from ..core.events import Event
+from ..core.steering import COMMAND_FIELDS
 
 PROTOCOL_VERSION = 1
 
@@ -116,17 +117,6 @@ class Subscribe(TypedDict):
 
 
 # -- parsing -----------------------------------------------------------------------------
-
-COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
-    "approve": ("request_id",),
-    "reject": ("request_id",),
-    "answer": ("request_id", "text"),
-    "pause": ("agent_id",),
-    "resume": ("agent_id",),
-    "stop": ("agent_id",),
-    "stop_all": (),
-    "redirect": ("agent_id", "text"),
-}
 
 
 def load(raw: str | bytes) -> dict[str, Any]:
