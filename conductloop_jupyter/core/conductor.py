@@ -200,7 +200,7 @@ class BaseConductor(SteeringMixin):
                 "parent": parent.agent_id if parent else None,
                 "model": spec.model,
                 "budget_usd": budget,
-                "input": summarize(args[0] if len(args) == 1 and not kwargs else (args, kwargs)),
+                "input": _describe_input(args, kwargs),
             },
         )
         if spec.is_async:
@@ -476,6 +476,14 @@ class BaseConductor(SteeringMixin):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.runtime}: {len(self._records)} live agents>"
+
+
+def _describe_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """What an agent was started with, short: ``"topic"``, ``"1, 2, mode='fast'"``, ``""``."""
+    if len(args) == 1 and not kwargs:
+        return summarize(args[0])
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return summarize(", ".join(parts))
 
 
 def _loop_running_here() -> bool:
