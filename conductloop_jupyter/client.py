@@ -18,11 +18,12 @@ from .core.view import Request
 from .hub.discovery import HubAddress, find, read_hub_file, resolve_home
 from .notebook.frames import agents_frame, events_frame
 from .notebook.phone import PhoneLink
+from .notebook.plot_methods import PlotMethods
 
 _USAGE_STATUSES = {400, 404, 409}
 
 
-class Hub:
+class Hub(PlotMethods):
     """Sees and steers every agent of every runtime on a hub.
 
     >>> hub = cl.connect()
@@ -38,6 +39,9 @@ class Hub:
 
     def __repr__(self) -> str:
         return f"<conductloop Hub {self.address.url}>"
+
+    def _now(self) -> float:
+        return time.time()
 
     # -- HTTP --------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from .hub.server import start_embedded
 from .link import HubLink
 from .notebook.frames import agents_frame, events_frame, spend_frame
 from .notebook.phone import PhoneLink
+from .notebook.plot_methods import PlotMethods
 
 
 def _close_at_exit(ref: weakref.ref[Conductor]) -> None:
@@ -26,7 +27,7 @@ def _close_at_exit(ref: weakref.ref[Conductor]) -> None:
         conductor.close(timeout=5.0)
 
 
-class Conductor(BaseConductor):
+class Conductor(BaseConductor, PlotMethods):
     """Orchestrates agents and lets a human see and steer them.
 
     >>> import conductloop_jupyter as cl
@@ -157,6 +158,9 @@ class Conductor(BaseConductor):
         """One row per agent: ``agent_id, name, state, activity, stalled, cost_usd, ...``."""
         rows = self._read(lambda: [a.row() for a in self._view.agents.values()])
         return agents_frame(rows, self._clock.wall())
+
+    def _now(self) -> float:
+        return self._clock.wall()
 
     def events(self) -> pd.DataFrame:
         """Every event still in the log: ``seq, ts, runtime, agent_id, kind, data``."""
