@@ -116,8 +116,10 @@ class LoopHost:
         thread, loop = self._thread, self.loop
         if thread is None or loop is None or loop.is_closed():
             return
+        # everything that needs the loop runs on its own thread: close() works from any
+        # thread, even one that runs another event loop
+        asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
-        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         self._thread = None

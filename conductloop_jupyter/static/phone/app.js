@@ -91,9 +91,14 @@ function apply(ev) {
         choices: d.choices, details: d.details, opened: ev.ts,
       });
       break;
-    case "request.decided":
-      pending.delete(d.request_id);
+    case "request.decided": {
+      // decided elsewhere: hold the card (disabled) so nothing jumps under a thumb
+      const r = pending.get(d.request_id);
+      if (!r || busy.has(r.id)) { pending.delete(d.request_id); break; }
+      r.decided = (d.decision || "decided") + " by " + (d.by || "someone");
+      setTimeout(() => { pending.delete(r.id); schedule(); }, 3000);
       break;
+    }
     case "agent.state":
       if (!a) break;
       a.state = d.state;
@@ -299,7 +304,8 @@ function requestCard(r) {
 
 function updateCard(card, r) {
   setText(card._who, nameOf(r.agent_id));
-  const b = busy.has(r.id);
+  if (r.decided && !card._note) card.append((card._note = el("p", "note", r.decided)));
+  const b = busy.has(r.id) || !!r.decided;
   if (card._busy !== b) {
     card._busy = b;
     card.classList.toggle("busy", b);
@@ -358,15 +364,16 @@ function render() {
   frame = 0;
   if (!$("gate").hidden) return;
   const reqs = [...pending.values()].sort((p, q) => (p.opened || 0) - (q.opened || 0));
-  document.title = reqs.length ? "(" + reqs.length + ") ConductLoop" : "ConductLoop";
+  const open = reqs.filter((r) => !r.decided).length;
+  document.title = open ? "(" + open + ") ConductLoop" : "ConductLoop";
   if (detail) return renderDetail();
   if ($("main").hidden) return;
 
   const byId = new Map(reqs.map((r) => [r.id, r]));
   sync($("needs-list"), [...byId.keys()], cardCache, (k) => requestCard(byId.get(k)), (e, k) => updateCard(e, byId.get(k)));
   show($("needs-none"), !reqs.length);
-  show($("needs-n"), reqs.length > 0);
-  setText($("needs-n"), reqs.length);
+  show($("needs-n"), open > 0);
+  setText($("needs-n"), open);
 
   const all = [...agents.values()];
   let total = 0, nLive = 0;
