@@ -277,6 +277,24 @@ def test_approving_on_the_phone_resumes_the_agent_and_the_title_counts_waiting_r
     assert not web.done()
 
 
+def test_a_request_decided_elsewhere_stays_in_place_disabled_then_leaves(lab: Lab) -> None:
+    api, web = lab.start("deploy", "api"), lab.start("deploy", "web")
+    api_request = lab.request_of(api)
+    lab.request_of(web)
+    phone = lab.paired()
+    expect(phone.needs.get_by_role("article")).to_have_count(2)
+
+    assert lab.loop.approve(api_request)  # decided in the notebook
+    card = phone.request("Deploy api?")
+    expect(card).to_contain_text("approved by python")  # said, in place, not yanked away
+    expect(card.get_by_role("button", name="Approve")).to_be_disabled()
+    expect(phone.needs.get_by_role("article").first).to_contain_text("Deploy api?")
+    expect(phone.page).to_have_title("(1) ConductLoop")
+    expect(card).to_have_count(0, timeout=10_000)  # then it goes
+    expect(phone.needs.get_by_role("article")).to_have_count(1)
+    assert api.result(timeout=10) is True
+
+
 def test_questions_are_answered_by_choice_and_by_text_and_a_rejection_reaches_the_agent(
     lab: Lab,
 ) -> None:
