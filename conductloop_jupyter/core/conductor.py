@@ -22,7 +22,7 @@ from .fanout import fan_out
 from .runs import AgentRecord, AgentRun, AgentSpec
 from .runtime import EventSink, check_positive
 from .states import AgentState
-from .steering import SteeringMixin
+from .steering import ACTOR, SteeringMixin
 
 F = TypeVar("F", bound=Callable[..., Any])
 Supervisor = Callable[[Event, Any], "Awaitable[None] | None"]
@@ -385,12 +385,13 @@ class BaseConductor(SteeringMixin):
             await waker
 
     async def _call_supervisor(self, fn: Supervisor, event: Event) -> None:
+        name = getattr(fn, "__name__", repr(fn))
+        acting = ACTOR.set(f"supervisor:{name}")  # its steering says who did it
         try:
             outcome = fn(event, self)
             if inspect.isawaitable(outcome):
                 await outcome
         except Exception as error:
-            name = getattr(fn, "__name__", repr(fn))
             self._emit(
                 None,
                 "log",
@@ -400,6 +401,8 @@ class BaseConductor(SteeringMixin):
                     "message": f"supervisor {name} raised {type(error).__name__}: {error}",
                 },
             )
+        finally:
+            ACTOR.reset(acting)
 
     # -- reading (thread-safe) ---------------------------------------------------------
 

@@ -33,6 +33,7 @@ raise ``UsageError``; so does any unknown id.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +44,9 @@ from .runtime import RuntimeCore
 from .states import AgentState
 from .view import Request, RequestKind
 
-DEFAULT_BY = "python"
+#: who steers when a call gives no ``by=``: "python", or "supervisor:<name>" inside a
+#: supervisor (set by the conductor), so the events say who decided
+ACTOR: contextvars.ContextVar[str] = contextvars.ContextVar("conductloop_actor", default="python")
 
 _DECISIONS_FOR: dict[str, frozenset[str]] = {
     "approval": frozenset({"approved", "rejected"}),
@@ -300,37 +303,37 @@ class SteeringMixin(RuntimeCore):
             raise UsageError(f"no request {request_id!r}; loop.pending() lists the open ones")
         return found
 
-    def approve(self, request_id: str, note: str | None = None, *, by: str = DEFAULT_BY) -> bool:
+    def approve(self, request_id: str, note: str | None = None, *, by: str | None = None) -> bool:
         """Approve a request. ``True`` if this call decided it, ``False`` if already decided."""
-        return self._host.call(self._decide, request_id, "approved", by, None, note)
+        return self._host.call(self._decide, request_id, "approved", by or ACTOR.get(), None, note)
 
-    def reject(self, request_id: str, note: str | None = None, *, by: str = DEFAULT_BY) -> bool:
+    def reject(self, request_id: str, note: str | None = None, *, by: str | None = None) -> bool:
         """Reject a request (a question: decline to answer; ``ctx.ask`` returns ``None``)."""
-        return self._host.call(self._decide, request_id, "rejected", by, None, note)
+        return self._host.call(self._decide, request_id, "rejected", by or ACTOR.get(), None, note)
 
-    def answer(self, request_id: str, text: str, *, by: str = DEFAULT_BY) -> bool:
+    def answer(self, request_id: str, text: str, *, by: str | None = None) -> bool:
         """Answer a question; with choices, ``text`` must be one of them."""
-        return self._host.call(self._decide, request_id, "answered", by, text)
+        return self._host.call(self._decide, request_id, "answered", by or ACTOR.get(), text)
 
-    def pause(self, agent_id: str, *, by: str = DEFAULT_BY) -> None:
+    def pause(self, agent_id: str, *, by: str | None = None) -> None:
         """Hold the agent (and its children) at its next gate until ``resume``."""
-        self._host.call(self._pause, agent_id, by, True)
+        self._host.call(self._pause, agent_id, by or ACTOR.get(), True)
 
-    def resume(self, agent_id: str, *, by: str = DEFAULT_BY) -> None:
+    def resume(self, agent_id: str, *, by: str | None = None) -> None:
         """Let a paused agent (and its children) go on."""
-        self._host.call(self._pause, agent_id, by, False)
+        self._host.call(self._pause, agent_id, by or ACTOR.get(), False)
 
-    def stop(self, agent_id: str, *, by: str = DEFAULT_BY) -> None:
+    def stop(self, agent_id: str, *, by: str | None = None) -> None:
         """Stop the agent and its children. Idempotent; an ended agent is left as it is."""
-        self._host.call(self._stop, agent_id, by)
+        self._host.call(self._stop, agent_id, by or ACTOR.get())
 
-    def stop_all(self, *, by: str = DEFAULT_BY) -> int:
+    def stop_all(self, *, by: str | None = None) -> int:
         """Stop every agent of this conductor; return how many were running."""
-        return self._host.call(self._stop_all, by)
+        return self._host.call(self._stop_all, by or ACTOR.get())
 
-    def redirect(self, agent_id: str, text: str, *, by: str = DEFAULT_BY) -> None:
+    def redirect(self, agent_id: str, text: str, *, by: str | None = None) -> None:
         """Queue a new instruction; the agent's next ``checkpoint()`` returns it, once."""
-        self._host.call(self._redirect, agent_id, text, by)
+        self._host.call(self._redirect, agent_id, text, by or ACTOR.get())
 
     def handle_command(self, command: Mapping[str, Any]) -> Any:
         """Carry out a steering command as the hub sends it (``{"op": ..., ...}``).

@@ -280,3 +280,28 @@ async def test_supervisor_that_always_raises_leaves_agents_running_to_the_end() 
         assert all(e.data["source"] == "supervisor" for e in errors)
         assert all(e.data["level"] == "error" for e in errors)
         assert all("RuntimeError" in e.data["message"] for e in errors)
+
+
+async def test_steering_by_a_supervisor_is_recorded_as_that_supervisor() -> None:
+    async with cl.Conductor("who") as loop:
+        recorder = EventRecorder()
+        loop.attach(recorder)
+
+        @loop.agent
+        async def looper(ctx: cl.Context) -> None:
+            ctx.status("spinning")
+            while True:
+                await ctx.checkpoint()
+
+        @loop.supervisor
+        async def guard(event: cl.Event, conductor: cl.Conductor) -> None:
+            if event.kind == "agent.status" and event.data["text"] == "spinning":
+                conductor.stop(event.agent_id)
+
+        run = loop.start("looper")
+        with pytest.raises(cl.AgentStopped, match="stopped by supervisor:guard"):
+            await run
+        command = await recorder.wait_for(match("command", agent_id=run.agent_id, op="stop"))
+        assert command.data["by"] == "supervisor:guard"
+        loop.stop_all()  # outside a supervisor the default stays "python"
+        assert recorder.of(kind="command")[-1:] == [command]
