@@ -80,6 +80,7 @@ def demo(pace: float, phone: bool = True) -> int:
     threading.Thread(target=inbox.read_lines, args=(sys.stdin,), daemon=True).start()
     runs = [loop.dispatch(task) for task in TASKS]
     asking: Request | None = None
+    quitting = False
     try:
         while not all(run.done() for run in runs):
             try:
@@ -98,6 +99,7 @@ def demo(pace: float, phone: bool = True) -> int:
             elif kind == "eof":
                 out.write("\nno more input: stopping every agent\n")
                 loop.stop_all(by="terminal")
+                quitting = True
                 continue
             elif asking is not None and not _decide(loop, asking, item):
                 out.write("  (not one of the options)\n")
@@ -109,11 +111,20 @@ def demo(pace: float, phone: bool = True) -> int:
                     _prompt(asking, out)
     except KeyboardInterrupt:
         out.write(f"\nstopped {loop.stop_all(by='terminal')} agent(s)\n")
+        quitting = True
     finally:
         loop.close()
     out.write("\nAgents:\n")
     out.write(loop.agents()[["agent_id", "state", "activity", "cost_usd"]].to_string() + "\n")
     out.write(f"\nSpend by model:\n{loop.spend(by='model').to_string()}\n")
+    if not quitting:  # the work is done; the phone page stays up until the user quits
+        out.write("\nThe agents are done. Quit with Ctrl-C (or Ctrl-D).\n")
+        out.flush()
+        try:
+            while inbox.queue.get()[0] != "eof":
+                pass
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

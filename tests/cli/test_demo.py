@@ -36,7 +36,8 @@ def _drive(answers: dict[str, str]) -> tuple[str, list[str]]:
                 asked.append(found.group(1))
                 process.stdin.write(answers[found.group(1)] + "\n")
                 process.stdin.flush()
-        process.stdin.close()
+            if line.startswith("The agents are done."):  # it runs until the user quits
+                process.stdin.close()
         assert process.wait(timeout=60) == 0, process.stderr.read()
     return "".join(lines), asked
 
@@ -82,3 +83,20 @@ def test_ctrl_c_stops_the_demo_cleanly() -> None:
     assert re.search(r"stopped \d+ agent\(s\)", out)
     assert set(_states(out).values()) <= {"done", "stopped"}
     assert "Traceback" not in err
+
+
+def test_the_demo_keeps_running_after_its_agents_are_done_until_the_user_quits() -> None:
+    answers = {"question": "python", "budget": "a", "approval": "a"}
+    with _start() as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        for line in process.stdout:
+            found = re.match(r"Needs you \((\w+)\)", line)
+            if found:
+                process.stdin.write(answers[found.group(1)] + "\n")
+                process.stdin.flush()
+            if line.startswith("The agents are done."):
+                break
+        assert process.poll() is None  # the phone page stays up: still running
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
