@@ -8,7 +8,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -16,9 +17,14 @@ from .core.errors import ConductLoopError, UsageError
 from .core.events import Event
 from .core.view import Request
 from .hub.discovery import HubAddress, find, read_hub_file, resolve_home
+from .hub.server import start_embedded
+from .local import conductors, owner
 from .notebook.frames import agents_frame, events_frame
 from .notebook.phone import PhoneLink
 from .notebook.plot_methods import PlotMethods
+
+if TYPE_CHECKING:
+    from .notebook.dashboard import Dashboard
 
 _USAGE_STATUSES = {400, 404, 409}
 
@@ -117,6 +123,16 @@ class Hub(PlotMethods):
         frame.insert(0, "id", [row["id"] for row in rows])
         return frame
 
+    def dashboard(self) -> Dashboard:
+        """A live widget: what needs you (with its buttons), every agent, spend; steer here.
+
+        >>> loop.dashboard()       # in a notebook cell
+        """
+        # imported here: ipywidgets is only needed in a notebook, and costs every import
+        from .notebook.dashboard import Dashboard
+
+        return Dashboard(self)
+
     # -- the phone ----------------------------------------------------------------------
 
     def phone(
@@ -155,29 +171,48 @@ class Hub(PlotMethods):
 
     # -- steering ----------------------------------------------------------------------
 
+    def _steer(self, op: str, item_id: str, *args: object) -> object:
+        """Steer this process's own agents directly (see ``local.py``), others via the hub."""
+        mine = owner(item_id)
+        if mine is not None:
+            return getattr(mine, op)(item_id, *args, by=self.by)
+        key = "request_id" if op in ("approve", "reject", "answer") else "agent_id"
+        extra = "text" if op in ("answer", "redirect") else "note"
+        fields = {extra: args[0]} if args else {}
+        return self._command(op, **{key: item_id}, **fields, by=self.by)
+
     def approve(self, request_id: str, note: str | None = None) -> bool:
-        return bool(self._command("approve", request_id=request_id, note=note, by=self.by))
+        return bool(self._steer("approve", request_id, note))
 
     def reject(self, request_id: str, note: str | None = None) -> bool:
-        return bool(self._command("reject", request_id=request_id, note=note, by=self.by))
+        return bool(self._steer("reject", request_id, note))
 
     def answer(self, request_id: str, text: str) -> bool:
-        return bool(self._command("answer", request_id=request_id, text=text, by=self.by))
+        return bool(self._steer("answer", request_id, text))
 
     def pause(self, agent_id: str) -> None:
-        self._command("pause", agent_id=agent_id, by=self.by)
+        self._steer("pause", agent_id)
 
     def resume(self, agent_id: str) -> None:
-        self._command("resume", agent_id=agent_id, by=self.by)
+        self._steer("resume", agent_id)
 
     def stop(self, agent_id: str) -> None:
-        self._command("stop", agent_id=agent_id, by=self.by)
+        self._steer("stop", agent_id)
 
     def stop_all(self) -> int:
-        return int(self._command("stop_all", by=self.by))
+        """Stop every agent of every runtime on the hub; return how many were running."""
+        mine = conductors()
+        stopped = sum(c.stop_all(by=self.by) for c in mine)
+        skip = [c.runtime for c in mine]  # done here: the hub must not wait on them
+        return stopped + int(self._command("stop_all", skip=skip, by=self.by))
 
     def redirect(self, agent_id: str, text: str) -> None:
-        self._command("redirect", agent_id=agent_id, text=text, by=self.by)
+        self._steer("redirect", agent_id, text)
+
+
+def _embeds(conductor: object, home: Path) -> bool:
+    """Whether this conductor falls back to an embedded hub in ``home``."""
+    return getattr(conductor, "home", None) == home and getattr(conductor, "_target", 0) is None
 
 
 def connect(
@@ -195,6 +230,13 @@ def connect(
     if target is False:
         raise UsageError("$CONDUCTLOOP_HUB is 'off': there is no hub to connect to")
     found = read_hub_file(where)
+    if found is None and any(_embeds(c, where) for c in conductors()):
+        # a Conductor of this process will start the embedded hub as soon as its loop gets
+        # a turn; in the same cell that turn has not come yet: start it now (idempotent)
+        address = start_embedded(where)
+        if address is not None:
+            return Hub(address, by=by)
+        found = read_hub_file(where)
     if found is None:
         raise UsageError(
             f"no hub is running for {where}: start one with `conductloop serve`, "

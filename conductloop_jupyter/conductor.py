@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atexit
 import weakref
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -16,9 +16,13 @@ from .core.view import AgentView
 from .hub.discovery import HubAddress, find, read_hub_file, resolve_home
 from .hub.server import start_embedded
 from .link import HubLink
+from .local import register
 from .notebook.frames import agents_frame, events_frame, spend_frame
 from .notebook.phone import PhoneLink
 from .notebook.plot_methods import PlotMethods
+
+if TYPE_CHECKING:
+    from .notebook.dashboard import Dashboard
 
 
 def _close_at_exit(ref: weakref.ref[Conductor]) -> None:
@@ -71,6 +75,7 @@ class Conductor(BaseConductor, PlotMethods):
             max_threads=max_threads,
         )
         self.home = resolve_home(home)
+        register(self)  # so that cl.connect() steers this process's agents directly
         self._target = target
         self._link: HubLink | None = None
 
@@ -87,6 +92,16 @@ class Conductor(BaseConductor, PlotMethods):
     async def _on_close(self) -> None:
         if self._link is not None:
             await self._link.aclose()
+
+    def dashboard(self) -> Dashboard:
+        """A live widget: what needs you (with its buttons), every agent, spend; steer here.
+
+        >>> loop.dashboard()       # in a notebook cell
+        """
+        # imported here: ipywidgets is only needed in a notebook, and costs every import
+        from .notebook.dashboard import Dashboard
+
+        return Dashboard(self)
 
     # -- the phone ----------------------------------------------------------------------
 

@@ -376,7 +376,14 @@ class Hub:
         command = dict(parse_command(command))
         command["by"] = by
         if command["op"] == "stop_all":
-            connected = [r for r in self.runtimes.values() if r.connection is not None]
+            skip = command.get("skip") or []  # runtimes the caller stopped itself
+            if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
+                raise ProtocolError("bad_message", "field 'skip' must be a list of runtime ids")
+            connected = [
+                r
+                for r in self.runtimes.values()
+                if r.connection is not None and r.runtime not in skip
+            ]
             results = await asyncio.gather(*(self._send(r.runtime, command) for r in connected))
             return sum(int(n) for n in results)
         runtime = self.owner(command)

@@ -494,3 +494,26 @@ def test_message_budget_allows_per_second_messages_in_any_one_second_window() ->
 
 def test_most_in_one_second_counts_a_sliding_window() -> None:
     assert most_in_one_second([0.0, 0.5, 0.99, 1.0, 1.2, 3.0]) == 4
+
+
+async def test_a_cell_steers_its_own_kernels_agents_through_the_hub_client(
+    kernel: KernelFactory,
+) -> None:
+    # A hub client's call made on the kernel's loop would hold that loop, which this
+    # kernel's runtime needs to answer the hub: it waited 10 s for itself and failed. Its
+    # steering of the kernel's own agents now happens in-process, with no HTTP at all
+    # (blockbuster, active in the kernel, would refuse a blocking call here).
+    async with kernel(hub=True) as k:
+        await k.run(MAGIC_AGENTS)
+        await k.run(
+            "hub = await asyncio.to_thread(cl.connect)\n"
+            "while not loop.pending():\n"
+            "    await asyncio.sleep(0.05)\n"
+        )
+        assert await k.run("print(hub.approve(loop.pending()[0].id))") == "True\n"
+        assert await k.run("print(await shipping)") == "deployed\n"
+        # stop_all stops this process's agents itself and tells the hub to skip them
+        assert await k.run("print(await asyncio.to_thread(hub.stop_all))") == "2\n"
+        await k.run("await asyncio.gather(*idlers, return_exceptions=True)")
+        assert await k.run("print([r.state.value for r in idlers])") == "['stopped', 'stopped']\n"
+        await k.run("loop.close(); other.close()")
