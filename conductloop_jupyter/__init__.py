@@ -23,6 +23,14 @@ from .core import (
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext conductloop_jupyter``: the ``%agents``, ``%phone`` and ``%stop_all`` magics."""
+    from .notebook.magics import load_ipython_extension as load  # ipywidgets only when asked
+
+    load(ipython)
+
+
 __all__ = [
     "AgentFailed",
     "AgentRun",
@@ -40,4 +48,5 @@ __all__ = [
     "UsageError",
     "__version__",
     "connect",
+    "load_ipython_extension",
 ]
