@@ -3,7 +3,10 @@
 The link is the Conductor's ``EventSink``. ``emit`` only appends to a buffer: agents never
 wait for the network. A task on the conductor's loop connects (with back-off), says
 ``hello``, drops what the hub's ``welcome`` says it already has, sends the rest in batches,
-and drops events once the hub ``ack``s them (after they are committed). Commands from the
+and drops events once the hub ``ack``s them (after they are committed). An agent's own
+chatter (logs, status, tool spans, usage) waits up to ``linger`` (5 ms) so that a busy
+agent sends one batch per burst; anything else (a state, a request, a result) is sent at
+once, with whatever waits before it. Commands from the
 hub are carried out by the Conductor and answered with a ``reply``.
 
 While the hub is away the buffer holds up to ``buffer_size`` events; past that the oldest
@@ -11,16 +14,21 @@ are dropped and a ``gap`` event says which: memory stays bounded, agents keep ru
 
 With no hub named (``hub=None`` and no ``$CONDUCTLOOP_HUB``), the link reads ``hub.json``
 in the home folder, and if no hub answers there it starts an embedded one in this process.
+An embedded hub gets the events themselves, handed to its loop, instead of JSON over the
+socket (the rest of the protocol is the same): encoding each event and parsing it again in
+the same process cost more than the agent's whole step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import os
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +37,33 @@ from tornado.websocket import WebSocketClientConnection, WebSocketError, websock
 
 from .core.errors import UsageError
 from .core.events import Event
+from .hub import server
 from .hub.discovery import HubAddress, read_hub_file
-from .hub.protocol import MAX_RUNTIME_MESSAGE, PROTOCOL_VERSION, dumps
+from .hub.protocol import MAX_BATCH, MAX_RUNTIME_MESSAGE, PROTOCOL_VERSION, dumps
 from .hub.server import start_embedded
+from .hub.store import StoreError
 
 if TYPE_CHECKING:
     from .core.conductor import BaseConductor
+    from .hub.hub import Hub
 
 BATCH_BYTES = MAX_RUNTIME_MESSAGE // 2
 EVENT_BYTES = 256 * 1024  # one event larger than this is sent with its data cut
+#: events encoded in one ``json`` call: a call costs about as much as encoding an event
+CHUNK = 256
+#: kinds an agent emits at its own pace, often many per millisecond: they wait up to
+#: ``linger`` for more, so that a busy agent sends one message per burst, not per event.
+#: Every other kind (states, requests, results) is sent at once, with what waits before it.
+CHATTER = frozenset({"log", "agent.status", "tool.started", "tool.finished", "usage"})
+LINGER_EVENTS = 1000  # this many waiting already make a good batch: no lingering
+#: kinds whose data the core keeps small (clipped text, no free-form structure): handed to
+#: an in-process hub without the size check that the others get (it costs an encoding)
+SMALL_KINDS = frozenset({
+    "log", "agent.status", "agent.state", "tool.finished", "usage", "agent.stalled",
+    "command", "gap", "instruction", "handoff",
+})  # fmt: skip
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
+Deliver = Callable[[list[Event]], Awaitable[None]]
 
 
 class LinkState(enum.StrEnum):
@@ -56,8 +82,10 @@ class HubLink:
         *,
         buffer_size: int = 100_000,
         backoff_max: float = 5.0,
+        linger: float = 0.005,
     ) -> None:
         self._conductor = conductor
+        self.linger = linger
         self._target = target
         self._home = home
         self.buffer_size = buffer_size
@@ -69,7 +97,11 @@ class HubLink:
         self._gap: list[int] = []  # seqs dropped since the last gap event
         self.state = LinkState.IDLE
         self.address: HubAddress | None = None
-        self._wake: asyncio.Event | None = None
+        # the write loop waits on ``_waker``: any event resolves it when ``_idle`` (nothing
+        # to send), only a non-chatter one while it lingers
+        self._waker: asyncio.Future[None] | None = None
+        self._idle = True
+        self._urgent = False
         self._task: asyncio.Task[None] | None = None
         self._ws: WebSocketClientConnection | None = None
         self._drained: asyncio.Event | None = None
@@ -80,8 +112,13 @@ class HubLink:
         self._unsent.append(event)
         if len(self._inflight) + len(self._unsent) > self.buffer_size:
             self._drop_oldest()
-        if self._wake is not None:
-            self._wake.set()
+        if event.kind not in CHATTER:
+            self._urgent = True
+        elif not self._idle:
+            return
+        waker = self._waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)
 
     def _drop_oldest(self) -> None:
         oldest = (self._inflight or self._unsent).popleft()
@@ -100,7 +137,6 @@ class HubLink:
 
     def start(self) -> None:
         """Start connecting, on the conductor's (running) loop."""
-        self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="conductloop:link")
 
@@ -150,7 +186,7 @@ class HubLink:
             self._acknowledge(int(welcome["acked"]))
             reader = asyncio.ensure_future(self._read_loop(ws))
             try:
-                await self._write_loop(ws, reader)
+                await self._write_loop(ws, reader, self._in_process(address, ws, reader))
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
@@ -168,35 +204,120 @@ class HubLink:
             "host": socket.gethostname(),
         }
 
-    async def _write_loop(self, ws: WebSocketClientConnection, reader: asyncio.Future[Any]) -> None:
-        assert self._wake is not None
+    async def _write_loop(
+        self, ws: WebSocketClientConnection, reader: asyncio.Future[Any], deliver: Deliver | None
+    ) -> None:
         while not reader.done():
-            batch = self._next_batch()
-            if batch:
-                await ws.write_message(batch)
-                continue
-            self._wake.clear()
-            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait((waker, reader), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
+            if not self._urgent and 0 < len(self._unsent) < LINGER_EVENTS:
+                # only chatter waits: an agent that logs every few microseconds then costs
+                # one message per burst. Sent as they came, each event cost a WebSocket
+                # frame and a pass through the hub: that made such an agent 3x slower.
+                await self._sleep(reader, idle=False, timeout=self.linger)
+            if deliver is not None:
+                events = self._next_events()
+                if events:
+                    await deliver(events)
+                    continue
+            else:
+                batch = self._next_batch()
+                if batch:
+                    await ws.write_message(batch)
+                    continue
+            if not self._unsent:
+                await self._sleep(reader, idle=True, timeout=None)
         reader.result()  # re-raise why the connection ended
 
+    def _in_process(
+        self, address: HubAddress, ws: WebSocketClientConnection, reader: asyncio.Future[Any]
+    ) -> Deliver | None:
+        """How to hand events to the hub at ``address`` if it runs in this process (else
+        ``None``: send them over ``ws``). Acks come back as from the socket: once committed.
+
+        Like a socket write, a hand-over waits until the hub has taken the batch: events
+        that come meanwhile make the next batch, so batches grow with the load.
+        """
+        found = _embedded_hub(address)
+        if found is None:
+            return None
+        hub, hub_loop = found
+        loop = asyncio.get_running_loop()
+        runtime = self._conductor.runtime
+
+        def back(fn: Callable[..., Any], *args: Any) -> None:  # from the hub's loop
+            with contextlib.suppress(RuntimeError):  # this conductor's loop has closed
+                loop.call_soon_threadsafe(fn, *args)
+
+        def ingest(events: list[Event], taken: asyncio.Future[None]) -> None:  # hub's loop
+            try:
+                hub.ingest(runtime, events, lambda seq: back(self._acknowledge, seq))
+            except StoreError:  # as the hub does with a socket: reconnect, then replay
+                back(ws.close)
+            finally:
+                back(_resolve, taken)
+
+        async def deliver(events: list[Event]) -> None:
+            taken = loop.create_future()
+            try:
+                hub_loop.call_soon_threadsafe(ingest, events, taken)
+            except RuntimeError:  # its loop has closed: the hub has stopped
+                raise ConnectionError("the embedded hub has stopped") from None
+            await asyncio.wait((taken, reader), return_when=asyncio.FIRST_COMPLETED)
+
+        return deliver
+
+    async def _sleep(self, reader: asyncio.Future[Any], idle: bool, timeout: float | None) -> None:
+        """Wait for an event (``idle``) or a non-chatter one, the reader's end, or ``timeout``."""
+        self._idle = idle
+        self._waker = waker = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait(
+                (waker, reader), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self._waker = None
+            self._idle = True
+
     def _next_batch(self) -> str | None:
+        """Up to ``MAX_BATCH`` events and about ``BATCH_BYTES`` as one message (or ``None``)."""
         parts: list[str] = []
-        size = 0
-        while self._unsent and size < BATCH_BYTES:
-            event = self._unsent.popleft()
-            self._inflight.append(event)
-            if event.seq <= self.acked:
-                continue
-            text = _encode(event)
-            parts.append(text)
-            size += len(text) + 1
+        size = count = 0
+        chunk = CHUNK
+        unsent, inflight = self._unsent, self._inflight
+        while unsent and size < BATCH_BYTES and count < MAX_BATCH:
+            take = min(chunk, len(unsent), MAX_BATCH - count)
+            events = [unsent.popleft() for _ in range(take)]
+            fresh = [e for e in events if e.seq > self.acked]
+            if fresh:
+                text = _ENCODER.encode([e.to_wire() for e in fresh])
+                if len(text) > EVENT_BYTES and take > 1:
+                    # one of them may be too big to send whole: go event by event
+                    unsent.extendleft(reversed(events))
+                    chunk = 1
+                    continue
+                if len(text) > EVENT_BYTES:
+                    text = "[" + _fit(fresh[0])[1] + "]"
+                parts.append(text[1:-1])
+                size += len(text)
+                count += len(fresh)
+            inflight.extend(events)
+        if not unsent:
+            self._urgent = False
         if not parts:
             return None
         return '{"type":"events","events":[' + ",".join(parts) + "]}"
+
+    def _next_events(self) -> list[Event]:
+        """Up to ``MAX_BATCH`` events for an in-process hub, cut as ``_next_batch`` would."""
+        events: list[Event] = []
+        unsent, inflight = self._unsent, self._inflight
+        while unsent and len(events) < MAX_BATCH:
+            event = unsent.popleft()
+            inflight.append(event)
+            if event.seq > self.acked:
+                events.append(event if event.kind in SMALL_KINDS else _fit(event)[0])
+        if not unsent:
+            self._urgent = False
+        return events
 
     async def _read_loop(self, ws: WebSocketClientConnection) -> None:
         while True:
@@ -233,6 +354,9 @@ class HubLink:
         """Wait until every event is acknowledged (or ``timeout``); ``True`` if so."""
         if not self.unacked or self._drained is None:
             return True
+        self._urgent = True  # no lingering: send what waits now
+        if self._waker is not None and not self._waker.done():
+            self._waker.set_result(None)
         self._drained.clear()
         try:
             await asyncio.wait_for(self._drained.wait(), timeout)
@@ -270,10 +394,44 @@ async def _answers(address: HubAddress) -> bool:
     return True
 
 
-def _encode(event: Event) -> str:
-    text = json.dumps(event.to_wire(), separators=(",", ":"))
-    if len(text) > EVENT_BYTES:
-        cut = Event(event.seq, event.ts, event.runtime, event.agent_id, event.kind,
-                    {"truncated": True, "bytes": len(text)})  # fmt: skip
-        text = json.dumps(cut.to_wire(), separators=(",", ":"))
-    return text
+def _fit(event: Event) -> tuple[Event, str]:
+    """The event and its JSON, cut to fit ``EVENT_BYTES``.
+
+    A cut event keeps its small fields, which the hub's view needs (a tool's name, a
+    request's id), and says ``"truncated": true`` with the size it had; its largest fields
+    go first, a mapping becoming ``{"truncated": true, "bytes": n}`` and a list ``[]``.
+    """
+    text = _ENCODER.encode(event.to_wire())
+    if len(text) <= EVENT_BYTES:
+        return event, text
+    data: dict[str, Any] = dict(event.data)
+    sizes = sorted(((len(_ENCODER.encode(v)), k) for k, v in data.items()), reverse=True)
+    left = len(text)
+    for size, key in sizes:
+        if left <= EVENT_BYTES // 2:
+            break
+        value = data[key]
+        data[key] = [] if isinstance(value, list) else {"truncated": True, "bytes": size}
+        left -= size
+    data.update(truncated=True, bytes=len(text))
+    cut = Event(event.seq, event.ts, event.runtime, event.agent_id, event.kind, data)
+    cut_text = _ENCODER.encode(cut.to_wire())
+    if len(cut_text) > EVENT_BYTES:  # many fields, none large: keep only the mark
+        data = {"truncated": True, "bytes": len(text)}
+        cut = Event(event.seq, event.ts, event.runtime, event.agent_id, event.kind, data)
+        cut_text = _ENCODER.encode(cut.to_wire())
+    return cut, cut_text
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _embedded_hub(address: HubAddress) -> tuple[Hub, asyncio.AbstractEventLoop] | None:
+    """The hub at ``address`` and its loop, if it is this process's embedded hub."""
+    for embedded in list(server._embedded.values()):
+        hub = embedded.server.hub
+        if embedded.server.address == address and hub is not None and embedded.thread.is_alive():
+            return hub, embedded.loop
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import types
 from collections.abc import Coroutine, Mapping, Sequence
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import UsageError
@@ -52,7 +53,11 @@ class _ContextBase:
         return self._record.spec.model
 
     def _emit(self, kind: Any, data: dict[str, Any]) -> None:
-        self._conductor._emit_threadsafe(self._record.agent_id, kind, data)
+        conductor = self._conductor
+        if get_ident() == conductor._host.thread_id:  # the hot path: no hop through the loop
+            conductor._emit(self._record.agent_id, kind, data)
+        else:
+            conductor._emit_threadsafe(self._record.agent_id, kind, data)
 
     def status(self, text: str) -> None:
         """Say what the agent is doing now, in one line (shown everywhere)."""
@@ -141,9 +146,11 @@ class Context(_ContextBase):
     async def checkpoint(self) -> list[str]:
         """Yield to other agents; honour pause/stop/budget; return new instructions (once)."""
         await asyncio.sleep(0)  # lets steering that is already queued run first
-        await self._gate()
-        if self._record.instructions:
-            return self._conductor._take_instructions(self._record)
+        conductor, record = self._conductor, self._record
+        if not conductor._clear(record):  # inlined ``_gate``: agents call this in hot loops
+            await conductor._gate(record)
+        if record.instructions:
+            return conductor._take_instructions(record)
         return []
 
     async def approve(self, prompt: str, details: Mapping[str, Any] | None = None) -> bool:

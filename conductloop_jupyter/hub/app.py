@@ -70,9 +70,15 @@ class HubMixin:
 
 
 class SocketMixin(HubMixin):
-    """A WebSocket as the hub's ``Connection``: ``send`` never blocks or raises."""
+    """A WebSocket as the hub's ``Connection``: ``send`` never blocks or raises.
+
+    ``TCP_NODELAY``: every message is small and wanted now (events, acks, commands). With
+    Nagle's algorithm a message written while the previous one is still unacknowledged
+    waits for that ACK, which a peer in delayed-ACK mode holds for 40 ms or more.
+    """
 
     def open(self, *args: str, **kwargs: str) -> None:
+        self.set_nodelay(True)  # type: ignore[attr-defined]
         self.hub.opened(self)  # type: ignore[arg-type]
 
     def send(self, message: dict[str, Any] | str) -> None:

@@ -416,6 +416,7 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         assert self.device is not None
+        self.set_nodelay(True)  # live updates are small and wanted now (see app.SocketMixin)
         self.phone.sockets.setdefault(self.device.id, set()).add(self)
 
     def send(self, message: dict[str, Any] | str) -> None:

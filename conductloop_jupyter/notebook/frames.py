@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from ..core.errors import UsageError
 from ..core.events import Event
 from ..core.view import AgentView
+
+if TYPE_CHECKING:
+    from ..hub.store import EventStore
 
 AGENT_COLUMNS = [
     "agent_id",
@@ -59,6 +62,34 @@ def events_frame(events: Iterable[Event], dropped: int = 0) -> pd.DataFrame:
     )
     _times(frame, "ts")
     frame.attrs["dropped"] = dropped
+    return frame
+
+
+def events_frame_from_store(store: EventStore, after: int = 0) -> pd.DataFrame:
+    """Every event in a hub's store with store id > ``after``: ``id`` and the columns of
+    ``events_frame``, with ``data`` as dicts too. Blocking (run it off an event loop).
+
+    Built column by column from one pass over the table (``EventStore.columns``), never
+    through a tuple or an ``Event`` per row: a million events take ~2.2 s, 1.4 times what
+    ``pd.read_sql`` takes with ``data`` left as JSON text, and 2.5 times less than
+    ``read_sql`` then ``json.loads`` per row (``benchmarks/store.py``).
+
+    >>> events_frame_from_store(hub.store, after=last_seen)
+    """
+    columns = store.columns(after)
+    frame = pd.DataFrame(
+        {
+            "id": columns.ids,
+            "seq": columns.seqs,
+            "ts": columns.ts,
+            "runtime": columns.runtimes,
+            "agent_id": columns.agent_ids,
+            "kind": columns.kinds,
+            "data": columns.data,
+        }
+    )
+    _times(frame, "ts")
+    frame.attrs["dropped"] = 0
     return frame
 
 

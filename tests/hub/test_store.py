@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -155,6 +157,59 @@ def test_iter_events_yields_every_event_in_id_order(store: EventStore) -> None:
         got = list(store.iter_events(chunk=chunk))
         assert [i for i, _ in got] == list(range(1, 51))
         assert [e.seq for _, e in got] == list(range(1, 51))
+
+
+ODD = [
+    Event(
+        1,
+        0.1,
+        "rt-1",
+        None,
+        "log",
+        {"level": "info", "message": 'quotes " and \\ and \u00e9\u2603'},
+    ),
+    Event(2, 1e-7, "rt-\u00e9", "a,1", "agent.status", {"text": "a\nb\u0000c"}),
+    Event(3, 1_767_225_600.123456789, "rt-1", "a1", "usage", {"cost_usd": None, "n": 2**60}),
+    Event(4, 123_456_789_012.5, "rt-1", "a1", "tool.started", {"args": {"x": [1, 2.5, {}]}}),
+    Event(5, 1_767_225_601.0, "rt-1", "", "log", {}),
+    Event(6, 5e-324, "rt-1", "a1", "log", {"big": 1.7976931348623157e308, "neg": -0.0}),
+    Event(7, 1.4523142177899403e308, "rt-1", "a1", "log", {}),  # SQLite writes it inexactly
+]
+
+
+def test_bulk_reads_give_back_every_field_exactly(store: EventStore) -> None:
+    store.append(ODD)
+    store.flush()
+    paged = store.page()
+    for chunk in (1, 4, 100):
+        assert list(store.iter_events(chunk=chunk)) == paged
+    columns = store.columns()
+    assert list(columns.events()) == paged
+    assert columns.ts == [e.ts for e in ODD]  # every float exact, not rounded to 15 digits
+    assert list(store.columns(after=4, chunk=1).events()) == paged[4:]
+    assert list(store.columns(after=7)) == [[], [], [], [], [], [], []]
+
+
+def test_a_broken_data_text_fails_the_read_at_that_row(store: EventStore, path: Path) -> None:
+    store.append([ev(seq) for seq in range(1, 11)])
+    store.flush()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE events SET data = '{broken' WHERE id = 7")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ValueError, match="line 1 column 2"):
+        list(store.iter_events(chunk=4))
+    assert [i for i, _ in itertools.islice(store.iter_events(chunk=4), 4)] == [1, 2, 3, 4]
+
+
+def test_an_iteration_stopped_early_resumes_garbage_collection(store: EventStore) -> None:
+    store.append([ev(seq) for seq in range(1, 101)])
+    store.flush()
+    events = store.iter_events(chunk=10)
+    assert next(events)[0] == 1
+    assert not gc.isenabled()  # paused while a bulk read runs
+    events.close()  # its helper thread is gone too (the autouse fixture checks)
+    assert gc.isenabled()
 
 
 def test_page_filters_by_agent_runtime_and_kinds(store: EventStore) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import conductloop_jupyter as cl
+from conductloop_jupyter.core.events import Event
+from conductloop_jupyter.hub.store import EventStore
+from conductloop_jupyter.notebook.frames import events_frame, events_frame_from_store
 from conductloop_jupyter.testing import EventRecorder, ManualClock, match
 
 AGENT_COLUMNS = {
@@ -139,6 +143,26 @@ async def test_events_frame_has_every_event_with_utc_timestamps() -> None:
     assert set(frame["runtime"]) == {loop.runtime}
     assert frame["ts"].tolist() == [_at(e.ts) for e in events]
     assert frame["ts"].is_monotonic_increasing
+
+
+def test_events_frame_from_a_store_equals_events_frame_with_the_store_ids(tmp_path: Path) -> None:
+    events = [
+        Event(seq, WALL_START + seq / 7, "rt", None if seq % 5 == 0 else f"a{seq % 3}",
+              "agent.status", {"text": f"step {seq}", "n": [seq]})
+        for seq in range(1, 51)
+    ]  # fmt: skip
+    with EventStore(tmp_path / "events.sqlite3") as store:
+        assert list(events_frame_from_store(store).columns) == ["id", *EVENT_COLUMNS]
+        store.append([(100 + i, e) for i, e in enumerate(events)])
+        store.flush()
+        frame = events_frame_from_store(store)
+        later = events_frame_from_store(store, after=139)
+
+    pd.testing.assert_frame_equal(frame.drop(columns="id"), events_frame(events))
+    assert frame["id"].tolist() == list(range(100, 150))
+    assert _is_utc(frame["ts"])
+    assert later["id"].tolist() == list(range(140, 150))
+    assert later["data"].tolist() == [e.data for e in events[40:]]
 
 
 # -- spend() ----------------------------------------------------------------------------------
