@@ -28,7 +28,7 @@ import json
 import os
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ SMALL_KINDS = frozenset({
     "command", "gap", "instruction", "handoff",
 })  # fmt: skip
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
-Deliver = Callable[[list[Event]], Awaitable[None]]
+Deliver = Callable[[list[Event]], None]
 
 
 class LinkState(enum.StrEnum):
@@ -102,6 +102,7 @@ class HubLink:
         self._waker: asyncio.Future[None] | None = None
         self._idle = True
         self._urgent = False
+        self._shared = False  # connected to an in-process hub (see ``_held``)
         self._task: asyncio.Task[None] | None = None
         self._ws: WebSocketClientConnection | None = None
         self._drained: asyncio.Event | None = None
@@ -110,7 +111,7 @@ class HubLink:
 
     def emit(self, event: Event) -> None:
         self._unsent.append(event)
-        if len(self._inflight) + len(self._unsent) > self.buffer_size:
+        while self._held() > self.buffer_size:
             self._drop_oldest()
         if event.kind not in CHATTER:
             self._urgent = True
@@ -120,8 +121,13 @@ class HubLink:
         if waker is not None and not waker.done():
             waker.set_result(None)
 
+    def _held(self) -> int:
+        """Events only this link holds: with an in-process hub, those it has taken are in
+        its memory as well (the very objects), so dropping them would free nothing."""
+        return len(self._unsent) if self._shared else len(self._inflight) + len(self._unsent)
+
     def _drop_oldest(self) -> None:
-        oldest = (self._inflight or self._unsent).popleft()
+        oldest = (self._unsent if self._shared else self._inflight or self._unsent).popleft()
         self.dropped += 1
         if not self._gap:  # one gap event per loop turn, however many are dropped
             asyncio.get_running_loop().call_soon(self._announce_gap)
@@ -186,12 +192,13 @@ class HubLink:
             self._acknowledge(int(welcome["acked"]))
             reader = asyncio.ensure_future(self._read_loop(ws))
             try:
-                await self._write_loop(ws, reader, self._in_process(address, ws, reader))
+                await self._write_loop(ws, reader, self._in_process(address, ws))
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
         finally:
             self._ws = None
+            self._shared = False
             ws.close()
 
     def _hello(self) -> dict[str, Any]:
@@ -216,7 +223,7 @@ class HubLink:
             if deliver is not None:
                 events = self._next_events()
                 if events:
-                    await deliver(events)
+                    deliver(events)
                     continue
             else:
                 batch = self._next_batch()
@@ -227,19 +234,20 @@ class HubLink:
                 await self._sleep(reader, idle=True, timeout=None)
         reader.result()  # re-raise why the connection ended
 
-    def _in_process(
-        self, address: HubAddress, ws: WebSocketClientConnection, reader: asyncio.Future[Any]
-    ) -> Deliver | None:
+    def _in_process(self, address: HubAddress, ws: WebSocketClientConnection) -> Deliver | None:
         """How to hand events to the hub at ``address`` if it runs in this process (else
         ``None``: send them over ``ws``). Acks come back as from the socket: once committed.
 
-        Like a socket write, a hand-over waits until the hub has taken the batch: events
-        that come meanwhile make the next batch, so batches grow with the load.
+        A hand-over does not wait for the hub's thread: when the agents keep the GIL busy
+        that thread can lag by seconds, and events must not pile up here meanwhile (the
+        buffer would drop them); they wait in the hub's queue, which is this process's
+        memory all the same.
         """
         found = _embedded_hub(address)
         if found is None:
             return None
         hub, hub_loop = found
+        self._shared = True
         loop = asyncio.get_running_loop()
         runtime = self._conductor.runtime
 
@@ -247,21 +255,17 @@ class HubLink:
             with contextlib.suppress(RuntimeError):  # this conductor's loop has closed
                 loop.call_soon_threadsafe(fn, *args)
 
-        def ingest(events: list[Event], taken: asyncio.Future[None]) -> None:  # hub's loop
+        def ingest(events: list[Event]) -> None:  # on the hub's loop
             try:
                 hub.ingest(runtime, events, lambda seq: back(self._acknowledge, seq))
             except StoreError:  # as the hub does with a socket: reconnect, then replay
                 back(ws.close)
-            finally:
-                back(_resolve, taken)
 
-        async def deliver(events: list[Event]) -> None:
-            taken = loop.create_future()
+        def deliver(events: list[Event]) -> None:
             try:
-                hub_loop.call_soon_threadsafe(ingest, events, taken)
+                hub_loop.call_soon_threadsafe(ingest, events)
             except RuntimeError:  # its loop has closed: the hub has stopped
                 raise ConnectionError("the embedded hub has stopped") from None
-            await asyncio.wait((taken, reader), return_when=asyncio.FIRST_COMPLETED)
 
         return deliver
 
@@ -421,11 +425,6 @@ def _fit(event: Event) -> tuple[Event, str]:
         cut = Event(event.seq, event.ts, event.runtime, event.agent_id, event.kind, data)
         cut_text = _ENCODER.encode(cut.to_wire())
     return cut, cut_text
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _embedded_hub(address: HubAddress) -> tuple[Hub, asyncio.AbstractEventLoop] | None:
