@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from ..core.errors import UsageError
@@ -77,18 +78,19 @@ def events_frame_from_store(store: EventStore, after: int = 0) -> pd.DataFrame:
     >>> events_frame_from_store(hub.store, after=last_seen)
     """
     columns = store.columns(after)
+    data = np.empty(len(columns.data), dtype=object)  # as it is: pandas would scan the dicts
+    data[:] = columns.data
     frame = pd.DataFrame(
         {
-            "id": columns.ids,
-            "seq": columns.seqs,
-            "ts": columns.ts,
+            "id": np.array(columns.ids, dtype=np.int64),
+            "seq": np.array(columns.seqs, dtype=np.int64),
+            "ts": pd.to_datetime(np.array(columns.ts, dtype=np.float64), unit="s", utc=True),
             "runtime": columns.runtimes,
             "agent_id": columns.agent_ids,
             "kind": columns.kinds,
-            "data": columns.data,
+            "data": data,
         }
     )
-    _times(frame, "ts")
     frame.attrs["dropped"] = 0
     return frame
 
