@@ -179,6 +179,10 @@ class HubLink:
         ws = await websocket_connect(
             request, max_message_size=MAX_RUNTIME_MESSAGE, ping_interval=10, ping_timeout=10
         )
+        if ws.protocol is not None:
+            # without it, a batch written while the last is unacknowledged waits for the
+            # hub's delayed ACK (40 ms): measured p50 event-to-phone 17.5 ms -> 3.9 ms
+            ws.protocol.set_nodelay(True)
         self._ws = ws
         try:
             ws.write_message(dumps(self._hello()))
