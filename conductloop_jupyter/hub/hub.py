@@ -258,7 +258,9 @@ class Hub:
             self.view.apply(event)
         self.last_id = fresh[-1][0]
         self._recent.extend(fresh)
-        self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
+        if self.clients:  # with nobody listening, building their message is wasted work;
+            # a client that subscribes later catches up from the recent ring
+            self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
 
     def _committed(self, runtime: str, seq: int, acked: Callable[[int], None] | None) -> None:
         if seq > self._durable.get(runtime, 0):
