@@ -170,7 +170,7 @@ def serve(
         if phone and server.hub is not None and server.hub.phone is not None:
             service = server.hub.phone
             await service.start(phone_host, 0, tls=False)
-            url, expires = service.pair_url()
+            url, _, expires = service.pair_url()
             _print_phone(
                 PhoneLink(url, expires, service.host, service.port, note=service.note), sys.stdout
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -51,7 +52,14 @@ class Hub(PlotMethods):
 
     # -- HTTP --------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
         request = urllib.request.Request(
             self.address.url + path,
             method=method,
@@ -63,7 +71,7 @@ class Hub(PlotMethods):
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             try:
@@ -154,7 +162,17 @@ class Hub(PlotMethods):
             tls=found["tls"],
             fingerprint=found.get("fingerprint"),
             note=found.get("note", ""),
+            code_id=found["code_id"],
+            status=functools.partial(self._code_status, found["code_id"]),
         )
+
+    def _code_status(self, code_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """A pairing code's state (``waiting``, ``paired``, ``expired``), waiting up to
+        ``wait`` seconds for a waiting code to be claimed or to expire."""
+        query = urllib.parse.urlencode({"id": code_id, "wait": f"{wait:.3f}"})
+        path = f"/conductloop/api/phone/code?{query}"
+        status: dict[str, Any] = self._call("GET", path, timeout=wait + self.timeout)
+        return status
 
     def devices(self) -> pd.DataFrame:
         """Paired phones: ``id, name, user_agent, address, created, last_seen``."""

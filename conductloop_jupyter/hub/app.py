@@ -32,6 +32,7 @@ from .hub import Hub, request_row, serve_client_message
 from .phone import check_phone_options
 from .protocol import (
     MAX_CLIENT_MESSAGE,
+    MAX_CODE_WAIT,
     MAX_RUNTIME_MESSAGE,
     ProtocolError,
     dumps,
@@ -47,6 +48,7 @@ HTTP_STATUS = {
     "unauthorized": 401,
     "unknown_agent": 404,
     "unknown_request": 404,
+    "unknown_code": 404,
     "usage": 409,
     "rate_limited": 429,
     "runtime_gone": 503,
@@ -188,10 +190,11 @@ class PhoneOpenMixin(JsonMixin):
                 ProtocolError("usage", f"the phone listener is already open at {phone.base_url}")
             )
             return
-        url, expires = phone.pair_url(ttl)
+        url, code_id, expires = phone.pair_url(ttl)
         self.send_json(
             {
                 "url": url,
+                "code_id": code_id,
                 "expires": expires,
                 "host": phone.host,
                 "port": phone.port,
@@ -200,6 +203,30 @@ class PhoneOpenMixin(JsonMixin):
                 "note": phone.note,
             }
         )
+
+
+class PairingCodeMixin(JsonMixin):
+    """``?id=<code_id>&wait=<seconds>``: whether a pairing code was used, is waiting or
+    expired. With ``wait`` (at most 60), a waiting code's answer comes when it is claimed
+    or expires, or when the wait is over: the notebook replaces a used QR code at once."""
+
+    async def respond(self) -> None:
+        id_ = self.get_argument("id", "")  # type: ignore[attr-defined]
+        try:
+            wait = float(self.get_argument("wait", "0"))  # type: ignore[attr-defined]
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= MAX_CODE_WAIT:  # also refuses nan
+            self.send_error_json(
+                ProtocolError("bad_message", f"wait must be 0..{MAX_CODE_WAIT:g} seconds")
+            )
+            return
+        phone = self.hub.phone
+        status = await phone.code_status(id_, wait) if phone is not None and id_ else None
+        if status is None:
+            self.send_error_json(ProtocolError("unknown_code", f"no pairing code {id_[:40]!r}"))
+            return
+        self.send_json(status.public())
 
 
 class DevicesMixin(JsonMixin):
@@ -341,6 +368,11 @@ class HubPhone(PhoneOpenMixin, BearerHandler):
         await self.respond()
 
 
+class HubPairingCode(PairingCodeMixin, BearerHandler):
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.respond()
+
+
 class HubDevices(DevicesMixin, BearerHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await self.respond()
@@ -369,6 +401,7 @@ def hub_routes(prefix: str = "") -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{prefix}/conductloop/api/commands", HubCommands),
         (f"{prefix}/conductloop/api/status", HubStatus),
         (f"{prefix}/conductloop/api/phone", HubPhone),
+        (f"{prefix}/conductloop/api/phone/code", HubPairingCode),
         (f"{prefix}/conductloop/api/devices", HubDevices),
         (f"{prefix}/conductloop/api/devices/revoke", HubRevoke),
     ]

@@ -22,7 +22,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..core.clock import Clock, SystemClock
 from ..core.errors import PairingError
@@ -54,15 +54,44 @@ class Device:
 
 @dataclass
 class _Code:
+    id: str
     expires: float
-    claimed: bool = False
+    device: Device | None = None  # who claimed it
+
+    @property
+    def claimed(self) -> bool:
+        return self.device is not None
+
+
+@dataclass(frozen=True)
+class CodeStatus:
+    """Where a pairing code stands: ``waiting`` (open), ``paired`` (claimed by ``device``)
+    or ``expired`` (never claimed)."""
+
+    id: str
+    state: Literal["waiting", "paired", "expired"]
+    expires: float
+    device: Device | None
+
+    def public(self) -> dict[str, Any]:
+        device = None if self.device is None else {"id": self.device.id, "name": self.device.name}
+        return {"id": self.id, "state": self.state, "expires": self.expires, "device": device}
+
+
+def code_id(code: str) -> str:
+    """A code's public name: the start of its SHA-256, which says nothing of the code."""
+    return digest(code)[:16]
+
+
+#: how long the outcome of a used or expired code is kept, so that ``status`` can say it
+KEEP_OUTCOMES = 3600.0
 
 
 class Pairing:
     def __init__(self, home: Path, *, ttl: float = 300.0, clock: Clock | None = None) -> None:
         self.path = home / DEVICES_FILE
         self.ttl = ttl
-        self._clock = clock or SystemClock()
+        self.clock = clock or SystemClock()
         self._codes: dict[str, _Code] = {}  # digest of the code -> its state
         self.devices: dict[str, Device] = {}
         self._by_token: dict[str, Device] = {}
@@ -74,16 +103,29 @@ class Pairing:
 
     def new_code(self, ttl: float | None = None) -> tuple[str, float]:
         """A fresh one-time code and when it expires (seconds since the epoch)."""
-        now = self._clock.wall()
-        self._codes = {h: c for h, c in self._codes.items() if c.expires > now and not c.claimed}
+        now = self.clock.wall()
+        self._codes = {h: c for h, c in self._codes.items() if c.expires + KEEP_OUTCOMES > now}
         code = secrets.token_urlsafe(32)
         expires = now + (self.ttl if ttl is None else ttl)
-        self._codes[digest(code)] = _Code(expires)
+        self._codes[digest(code)] = _Code(code_id(code), expires)
         return code, expires
+
+    def status(self, id_: str) -> CodeStatus | None:
+        """Where the code named ``id_`` (see ``code_id``) stands; ``None`` if unknown."""
+        for entry in self._codes.values():
+            if entry.id == id_:  # not a secret: a plain comparison is fine
+                if entry.device is not None:
+                    state: Literal["waiting", "paired", "expired"] = "paired"
+                elif entry.expires <= self.clock.wall():
+                    state = "expired"
+                else:
+                    state = "waiting"
+                return CodeStatus(entry.id, state, entry.expires, entry.device)
+        return None
 
     def claim(self, code: str, *, name: str, user_agent: str, address: str) -> tuple[Device, str]:
         """Exchange a code for a new device and its token; ``PairingError`` if refused."""
-        now = self._clock.wall()
+        now = self.clock.wall()
         count, locked_until = self._failures.get(address, (0, 0.0))
         if locked_until > now:
             raise PairingError("too many failed pairing attempts; wait", locked_until - now)
@@ -101,7 +143,6 @@ class Pairing:
             self._failures[address] = (count, now + wait)
             raise PairingError(reason, wait)
         assert entry is not None
-        entry.claimed = True  # single use: decided here, on the hub's one loop thread
         self._failures.pop(address, None)
         token = secrets.token_urlsafe(32)
         device = Device(
@@ -113,6 +154,7 @@ class Pairing:
             last_seen=now,
             token_hash=digest(token),
         )
+        entry.device = device  # single use: decided here, on the hub's one loop thread
         self._add(device)
         return device, token
 
@@ -133,7 +175,7 @@ class Pairing:
         return found
 
     def seen(self, device: Device, address: str) -> None:
-        device.last_seen = self._clock.wall()
+        device.last_seen = self.clock.wall()
         device.address = address
 
     def revoke(self, device_id: str) -> Device | None:

@@ -34,7 +34,7 @@ from tornado.netutil import bind_sockets
 
 from ..core.errors import PairingError, UsageError
 from .hub import Hub, serve_client_message
-from .pairing import Device, Pairing
+from .pairing import CodeStatus, Device, Pairing, code_id
 from .protocol import (
     MAX_CLIENT_MESSAGE,
     ProtocolError,
@@ -84,6 +84,10 @@ class PhoneService:
         self._server: HTTPServer | None = None
         self.sockets: dict[str, set[PhoneSocket]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
+        #: set, and replaced by a fresh one, whenever a code is claimed (and on stop)
+        self._claimed = asyncio.Event()
+        self._stopping = False
+        self._polls: set[asyncio.Task[Any]] = set()  # the long polls of code_status
 
     @property
     def open(self) -> bool:
@@ -144,9 +148,38 @@ class PhoneService:
         scheme = "https" if self.tls else "http"
         return {f"{scheme}://{h}" for h in self.allowed_hosts()}
 
-    def pair_url(self, ttl: float | None = None) -> tuple[str, float]:
+    def pair_url(self, ttl: float | None = None) -> tuple[str, str, float]:
+        """A one-time pairing URL, its code's public id (see ``code_status``) and expiry."""
         code, expires = self.pairing.new_code(ttl)
-        return f"{self.base_url}/#pair={code}", expires
+        return f"{self.base_url}/#pair={code}", code_id(code), expires
+
+    async def code_status(self, id_: str, wait: float = 0.0) -> CodeStatus | None:
+        """Where the pairing code ``id_`` stands; if it is still waiting, wait up to
+        ``wait`` seconds for it to be claimed or to expire (a long poll: the notebook
+        replaces a used QR code at once). ``None`` if no such code."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        poll = asyncio.current_task()
+        if poll is not None:
+            self._polls.add(poll)
+        try:
+            while True:
+                status = self.pairing.status(id_)
+                if status is None or status.state != "waiting":
+                    return status
+                until_expiry = status.expires - self.pairing.clock.wall()
+                remaining = min(deadline - loop.time(), until_expiry)
+                if remaining <= 0 or self._stopping:
+                    return status
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._claimed.wait(), remaining)
+        finally:
+            self._polls.discard(poll)
+
+    def claimed(self) -> None:
+        """A code was just claimed: wake whoever waits on a code's status."""
+        woken, self._claimed = self._claimed, asyncio.Event()
+        woken.set()
 
     async def revoke(self, device_id: str) -> bool:
         device = self.pairing.revoke(device_id)
@@ -169,6 +202,10 @@ class PhoneService:
         return True
 
     async def stop(self) -> None:
+        self._stopping = True
+        self.claimed()  # long polls answer now rather than hold the closing hub open
+        if self._polls:
+            await asyncio.wait(set(self._polls), timeout=5.0)
         if self._server is not None:
             self._server.stop()
             for connections in self.sockets.values():
@@ -333,6 +370,7 @@ class PairHandler(PhoneHandler):
             status = 429 if "too many" in str(error) else 403
             self.fail(status, "pairing", str(error), retry_after=error.retry_after)
             return
+        self.phone.claimed()
         await asyncio.to_thread(self.phone.pairing.save)
         self.set_cookie(
             COOKIE,

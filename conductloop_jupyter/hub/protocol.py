@@ -34,6 +34,8 @@ MAX_RUNTIME_MESSAGE = 4 * 1024 * 1024
 MAX_CLIENT_MESSAGE = 64 * 1024
 #: most events in one batch
 MAX_BATCH = 5000
+#: the longest a client may wait on a pairing code's status, in seconds
+MAX_CODE_WAIT = 60.0
 
 ErrorCode = Literal[
     "bad_json",  # not JSON, or not a JSON object
@@ -42,6 +44,7 @@ ErrorCode = Literal[
     "unauthorized",  # no or wrong credentials
     "unknown_agent",  # no agent with that id on this hub
     "unknown_request",  # no request with that id on this hub
+    "unknown_code",  # no pairing code with that id on this hub
     "usage",  # the runtime refused the command (e.g. pause of a finished agent)
     "runtime_gone",  # the runtime that owns the agent is not connected
     "timeout",  # the runtime did not answer in time

@@ -29,6 +29,7 @@ from ..core.errors import ConductLoopError, UsageError
 from ..core.states import FINAL_STATES
 from ..hub.discovery import from_environment
 from .dashboard import Dashboard
+from .phone import PhoneLink
 
 T = TypeVar("T")
 BY = "notebook"
@@ -81,7 +82,9 @@ def answer_later(work: Callable[[], T], waiting: str, show: Callable[[T], object
             shown = Note(f"⚠ {error}", warning=True)
         except Exception as error:  # nobody awaits this task: show what went wrong
             shown = Note(f"⚠ {type(error).__name__}: {error}", warning=True)
-        if handle is not None:
+        if isinstance(shown, PhoneLink):
+            shown.show(handle)  # in place of the placeholder, replaced in turn once used
+        elif handle is not None:
             handle.update(shown)
 
     task = loop.create_task(finish(), name="conductloop:magic")
