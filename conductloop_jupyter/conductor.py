@@ -138,9 +138,12 @@ class Conductor(BaseConductor, PlotMethods):
         The hub opens its phone listener on this machine's LAN address (or ``host``: for
         example a Tailscale ``100.x`` address). ``tls=True`` uses a self-signed certificate
         whose fingerprint is shown beside the QR code. The link works once, for ``ttl``
-        seconds (default 5 minutes).
+        seconds (default 5 minutes). Once a phone uses it, or it expires, the QR code in the
+        cell's output is replaced by who paired (or "expired"), so a saved notebook keeps
+        no live pairing secret.
 
         >>> loop.phone()            # in a notebook cell: the QR code
+        >>> loop.phone().wait()     # in a script: until the phone pairs, or the code expires
         """
         return self._hub().phone(host, port, tls=tls, ttl=ttl)
 
