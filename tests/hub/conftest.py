@@ -1,15 +1,32 @@
-"""Hub tests: each test has a home folder of its own and no hub named by the environment."""
+"""Hub tests: each test has a home folder of its own and no hub named by the environment.
+
+``phone``: an embedded hub of the test's own whose phone listener is open on loopback
+(see ``_phone_support``). The hub API's tests start their hub inside the test, on the
+test's own loop: ``async with running_hub(...)`` from ``_support``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.hub._phone_support import PhoneHub
+
 
 @pytest.fixture(autouse=True)
-def _own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.delenv("CONDUCTLOOP_HUB", raising=False)
     monkeypatch.delenv("CONDUCTLOOP_HUB_SECRET", raising=False)
     monkeypatch.setenv("CONDUCTLOOP_HOME", str(tmp_path / "runtime-home"))
     return tmp_path / "runtime-home"
+
+
+@pytest.fixture
+def phone(tmp_path: Path) -> Iterator[PhoneHub]:
+    started = PhoneHub(tmp_path / "hub")
+    try:
+        yield started
+    finally:
+        started.stop()
