@@ -41,6 +41,7 @@ MESSAGES_PER_SECOND = 18
 MIN_INTERVAL = 0.25  # seconds between refreshes of the table, at the least
 CLOCK_INTERVAL = 1.0  # elapsed times move once a second while agents are live
 MAX_CARDS = 5  # open requests shown with buttons at once, oldest first
+PICK_HINT = "Pick an agent above to pause, resume, stop or redirect it."
 _INBOX_KINDS = frozenset({"request.opened", "request.decided", "snapshot"})
 
 Source = ConductorSource | HubSource
@@ -101,9 +102,10 @@ class Dashboard:
         self._pause = kit.button("Pause", "warning")
         self._resume = kit.button("Resume")
         self._stop = kit.button("Stop", "danger")
-        self._instruction = kit.text("focus on 2025 papers", "New instruction")
+        self._instruction = kit.text("focus on 2025 papers", "New instruction", grow=True)
         self._redirect = kit.button("Redirect", "info")
-        self._status_line = kit.html("")
+        # the picker starts on no agent (a Stop must never hit one the user did not choose)
+        self._status_line = kit.html(text.esc(PICK_HINT, 400))
         self._prev.on_click(functools.partial(self._turn, -1))
         self._next.on_click(functools.partial(self._turn, 1))
         self._hide_ended.observe(self._refilter, names="value")
@@ -346,14 +348,14 @@ class Dashboard:
     def _steer(self, op: str, _button: Any) -> None:
         agent_id = self._picker.value
         if not agent_id:
-            self._say("Pick an agent first.")
+            self._say("Pick an agent first, in the Agent list.")
             return
         self._act(op, {"agent_id": agent_id})
 
     def _send_redirect(self, _button: Any) -> None:
         agent_id, instruction = self._picker.value, self._instruction.value
         if not agent_id:
-            self._say("Pick an agent first.")
+            self._say("Pick an agent first, in the Agent list.")
         elif not instruction.strip():
             self._say("Type the new instruction first.")
         else:

@@ -79,7 +79,8 @@ class Kit:
         self.column = widgets.Layout(width="100%")
         self.button_style = widgets.ButtonStyle()
         self.html_style = HTMLStyle()
-        self.text_style = TextStyle()
+        # "initial": a label as wide as its text ("New instruction" was cut to "New instr…")
+        self.text_style = TextStyle(description_width="initial")
         self.choice_style = DescriptionStyle(description_width="initial")
 
     def shared(self) -> list[Any]:
@@ -107,9 +108,10 @@ class Kit:
         layout = self.grow if grow else self.column
         return widgets.HTML(value=value, layout=layout, style=self.html_style)
 
-    def text(self, placeholder: str, label: str = "") -> widgets.Text:
+    def text(self, placeholder: str, label: str = "", grow: bool = False) -> widgets.Text:
+        layout = self.grow if grow else self.plain
         return widgets.Text(
-            placeholder=placeholder, description=label, layout=self.plain, style=self.text_style
+            placeholder=placeholder, description=label, layout=layout, style=self.text_style
         )
 
     def dropdown(self, options: list[tuple[str, str]], label: str = "") -> widgets.Dropdown:
