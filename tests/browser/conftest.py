@@ -27,8 +27,11 @@ from playwright.sync_api import Browser, Playwright, expect, sync_playwright
 import conductloop_jupyter as cl
 from conductloop_jupyter.hub.server import stop_embedded
 from conductloop_jupyter.testing import EventRecorder
+from tests.browser._support import Agents, Lab
 
 expect.set_options(timeout=10_000)
+
+PROFILES = ["Pixel 7", "iPhone 13"]
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +116,29 @@ def start() -> Callable[..., cl.AgentRun]:
         return run
 
     return start_agent
+
+
+@pytest.fixture(params=PROFILES)
+def profile(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def lab(
+    conductor: tuple[cl.Conductor, EventRecorder],
+    start: Callable[..., cl.AgentRun],
+    playwright: Playwright,
+    browser: Browser,
+    profile: str,
+) -> Iterator[Lab]:
+    """The test's conductor with ``Agents`` registered; phones pair with its hub."""
+    loop, recorder = conductor
+    agents = Agents()
+    agents.register(loop)
+    lab = Lab(loop, recorder, agents, playwright, browser, profile, start)
+    try:
+        yield lab
+    finally:
+        for context in lab.contexts:
+            context.close()
