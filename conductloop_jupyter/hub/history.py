@@ -97,6 +97,15 @@ class EventHistory(abc.ABC):
         """The highest store id; 0 when the store is empty."""
         return int(self._reader().execute("SELECT MAX(id) FROM events").fetchone()[0] or 0)
 
+    def id_before_last(self, n: int) -> int:
+        """The store id after which the last ``n`` events lie; 0 if there are no more."""
+        if n < 1:
+            return self.last_id()
+        # a walk down the id b-tree: n steps, whatever the length of history
+        sql = "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?"
+        row = self._reader().execute(sql, (n,)).fetchone()
+        return 0 if row is None else int(row[0])
+
     def page(
         self,
         after: int = 0,
@@ -120,13 +129,16 @@ class EventHistory(abc.ABC):
         rows = self._reader().execute(sql, (*params, min(limit, MAX_PAGE))).fetchall()
         return [_row_event(row) for row in rows]
 
-    def iter_events(self, chunk: int = 20_000) -> Iterator[tuple[int, Event]]:
-        """Every event in id order, ``chunk`` rows in memory at a time (to rebuild the view).
+    def iter_events(
+        self, after: int = 0, *, upto: int | None = None, chunk: int = 20_000
+    ) -> Iterator[tuple[int, Event]]:
+        """Events with store id > ``after`` (and <= ``upto``) in id order, ``chunk`` rows in
+        memory at a time (to rebuild the view).
 
         The cyclic garbage collector is paused until the iteration ends (see _gc_paused).
         """
         with _gc_paused():  # the caller's loop too: see _gc_paused
-            for columns in self._chunks(0, chunk):
+            for columns in self._chunks(after, chunk, upto):
                 yield from columns.events()
 
     def columns(self, after: int = 0, *, chunk: int = 20_000) -> EventColumns:
@@ -139,8 +151,9 @@ class EventHistory(abc.ABC):
                     into.extend(values)
         return EventColumns(*whole)
 
-    def _chunks(self, after: int, chunk: int) -> Iterator[EventColumns]:
-        """Events with id in (``after``, the highest id now], ``chunk`` rows at a time.
+    def _chunks(self, after: int, chunk: int, upto: int | None = None) -> Iterator[EventColumns]:
+        """Events with id in (``after``, ``upto`` or the highest id now], ``chunk`` rows at
+        a time.
 
         The aggregate SQL of the next chunk runs on a helper thread (with its own
         connection) while the caller decodes and uses this one. Its ``ts`` are read here:
@@ -149,7 +162,7 @@ class EventHistory(abc.ABC):
         """
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
-        upto = self.last_id()
+        upto = self.last_id() if upto is None else upto
         if upto <= after:
             return
         conn = self._connect()

@@ -18,6 +18,10 @@
 - **Failures are never silent**: when a batch cannot be stored, the writer keeps the error
   and the next ``append`` or ``flush`` raises it (once) as ``StoreError``; the ``done``
   callbacks of what was not stored are not called, so a runtime replays it.
+- **Saved state** (``save_state``): plain data derived from the events, e.g. the hub's
+  view, so that a restart need not replay all of history. It is written by the writer in
+  the transaction of the events appended before it, or a later one, and not at all once
+  this store has lost an event: stored state always describes events the store holds.
 - **Schema**: ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``, one transaction each;
   a database newer than this code is refused rather than misread.
 - **Reading** is ``EventHistory``'s (``history.py``), which this class extends.
@@ -34,6 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,6 +58,24 @@ def _default(value: object) -> object:
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_default).encode
+
+
+def _encode_in_pieces(value: Any, depth: int = 3) -> str:
+    """``_encode(value)``, the same text, made by one ``_encode`` call per item of the
+    outer ``depth`` levels of lists and dicts.
+
+    json's C encoder keeps the GIL for all of one call: a whole saved view (a megabyte of
+    JSON, ~20 ms) in one call would stall the hub's loop that long. Between small calls
+    the writer thread lets the loop run.
+    """
+    if depth and isinstance(value, list):
+        return f"[{','.join([_encode_in_pieces(item, depth - 1) for item in value])}]"
+    if depth and isinstance(value, dict) and all(type(key) is str for key in value):
+        items = [f"{_encode(k)}:{_encode_in_pieces(v, depth - 1)}" for k, v in value.items()]
+        return f"{{{','.join(items)}}}"
+    return _encode(value)
+
+
 _STOP = object()
 # INSERT OR IGNORE, but only for a stored (runtime, seq): a clash of explicit ids is a bug
 _INSERT = (
@@ -62,6 +85,15 @@ _INSERT = (
 _Row = tuple[int | None, str, int, float, str | None, str, str]
 Item = Event | tuple[int, Event]  # an event, or (the store id to give it, the event)
 _Batch = tuple[Sequence[Item], Callable[[], None] | None]
+_SAVE_STATE = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """A ``save_state`` on the writer's queue."""
+
+    key: str
+    value: Any
 
 
 class StoreError(ConductLoopError):
@@ -113,6 +145,9 @@ class EventStore(EventHistory):
         self.commits = 0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._errors: collections.deque[StoreError] = collections.deque()
+        # whether every event handed to the writer was stored (written by the writer only)
+        self._complete = True
+        self._refused_state = False
         self._writer: threading.Thread | None = None
         self._closed = False
         self._local = threading.local()
@@ -221,6 +256,31 @@ class EventStore(EventHistory):
         self._raise_error()
         self._queue.put((events, done))
 
+    def save_state(self, key: str, value: Any) -> None:
+        """Queue ``value`` (plain data, JSON-serializable) to be stored under ``key`` in the
+        ``meta`` table; never blocks. ``value`` must not change once handed over: the writer
+        thread encodes it.
+
+        It is written in the transaction that commits the events appended before it (or a
+        later one), so it is never stored without them. Once this store has lost an event
+        (its data not serializable, a batch that failed, or a ``(runtime, seq)`` already
+        stored) it is not written at all: state derived from every event handed over would
+        then describe events the store does not hold.
+        """
+        if key == "schema_version":
+            raise ValueError("'schema_version' is the store's own key")
+        self._check()
+        self._queue.put(_State(key, value))
+
+    def load_state(self, key: str) -> Any:
+        """What ``save_state`` last stored under ``key``; ``None`` if nothing. Blocking.
+
+        Raises ``ValueError`` if the stored text is not JSON.
+        """
+        sql = "SELECT value FROM meta WHERE key = ?"
+        row = self._reader().execute(sql, (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def _check(self) -> None:
         if self._closed or self._writer is None:
             raise StoreError("the event store is not open")
@@ -236,6 +296,7 @@ class EventStore(EventHistory):
 
     def _fail(self, message: str, cause: BaseException) -> None:
         log.error("%s", message, exc_info=cause)
+        self._complete = False
         error = StoreError(message)
         error.__cause__ = cause
         if not self._errors:  # keep the first unreported error
@@ -244,6 +305,7 @@ class EventStore(EventHistory):
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         rows: list[_Row] = []
         dones: list[Callable[[], None]] = []
+        states: list[_State] = []
         stopping = False
         try:
             while not stopping:
@@ -257,15 +319,18 @@ class EventStore(EventHistory):
                     if isinstance(item, threading.Event):
                         waiters.append(item)  # a flush: commit now
                         break
-                    self._take(cast(_Batch, item), rows, dones)
-                    if len(rows) >= self.batch_events:
-                        break
+                    if isinstance(item, _State):
+                        states.append(item)
+                    else:
+                        self._take(cast(_Batch, item), rows, dones)
+                        if len(rows) >= self.batch_events:
+                            break
                     try:
                         item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
                         break
-                self._commit(conn, rows, dones)
-                rows, dones = [], []
+                self._commit(conn, rows, dones, states)
+                rows, dones, states = [], [], []
                 for waiter in waiters:
                     waiter.set()
         except BaseException as exc:
@@ -301,17 +366,25 @@ class EventStore(EventHistory):
             dones.append(done)
 
     def _commit(
-        self, conn: sqlite3.Connection, rows: list[_Row], dones: list[Callable[[], None]]
+        self,
+        conn: sqlite3.Connection,
+        rows: list[_Row],
+        dones: list[Callable[[], None]],
+        states: list[_State],
     ) -> None:
-        if rows:
+        if rows or states:
             try:
                 conn.execute("BEGIN")
-                conn.executemany(_INSERT, rows)
+                if rows and conn.executemany(_INSERT, rows).rowcount != len(rows):
+                    self._complete = False  # a repeat of a stored (runtime, seq), skipped
+                for state in states:
+                    self._save(conn, state)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._fail(f"could not store a batch of {len(rows)} events: {exc}", exc)
+                what = f"a batch of {len(rows)} events" if rows else "saved state"
+                self._fail(f"could not store {what}: {exc}", exc)
                 return
             self.commits += 1
         for done in dones:
@@ -319,6 +392,23 @@ class EventStore(EventHistory):
                 done()
             except Exception:
                 log.exception("an event store 'done' callback failed")
+
+    def _save(self, conn: sqlite3.Connection, state: _State) -> None:
+        if not self._complete:
+            if not self._refused_state:  # once: it would repeat with every save
+                self._refused_state = True
+                log.warning(
+                    "from now on no state is saved in %s: an event handed to it was not"
+                    " stored, or repeated one it holds (the next start reads more history)",
+                    self.path,
+                )
+            return
+        try:
+            text = _encode_in_pieces(state.value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.error("state %r not saved: it is not JSON-serializable: %s", state.key, exc)
+            return
+        conn.execute(_SAVE_STATE, (state.key, text))
 
     # -- reading (EventHistory's methods), and the runtimes (blocking) --------------------
 

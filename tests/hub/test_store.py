@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -157,6 +158,18 @@ def test_iter_events_yields_every_event_in_id_order(store: EventStore) -> None:
         got = list(store.iter_events(chunk=chunk))
         assert [i for i, _ in got] == list(range(1, 51))
         assert [e.seq for _, e in got] == list(range(1, 51))
+        assert [i for i, _ in store.iter_events(20, upto=33, chunk=chunk)] == list(range(21, 34))
+    assert list(store.iter_events(50)) == list(store.iter_events(20, upto=20)) == []
+
+
+def test_id_before_last_finds_where_the_last_n_events_begin(store: EventStore) -> None:
+    assert store.id_before_last(5) == 0
+    store.append([(i * 10, ev(i)) for i in range(1, 21)])  # ids 10, 20, ... 200
+    store.flush()
+    assert store.id_before_last(5) == 150
+    assert [i for i, _ in store.iter_events(store.id_before_last(3))] == [180, 190, 200]
+    assert store.id_before_last(20) == store.id_before_last(1000) == 0
+    assert store.id_before_last(0) == 200
 
 
 ODD = [
@@ -394,3 +407,37 @@ async def test_append_does_not_block_the_event_loop(path: Path) -> None:
         assert await asyncio.to_thread(store.count) == 2
     finally:
         await asyncio.to_thread(store.close)
+
+
+def test_saved_state_is_read_back_and_replaced(store: EventStore, path: Path) -> None:
+    assert store.load_state("view") is None
+    state = {"agents": [["a1", 1.5, None, True, {"m": [0.1, 2]}]], "open": [], "é": "\u2603"}
+    store.save_state("view", state)
+    store.flush()
+    assert store.load_state("view") == state
+    (text,) = raw_rows(path, "SELECT value FROM meta WHERE key = 'view'")[0]
+    assert text == json.dumps(state, separators=(",", ":"), ensure_ascii=False)  # compact
+    store.save_state("view", {"v": 2})
+    store.flush()
+    assert store.load_state("view") == {"v": 2}
+    with pytest.raises(ValueError, match="schema_version"):
+        store.save_state("schema_version", 2)
+
+
+@pytest.mark.parametrize("loss", ["not serializable", "a repeated (runtime, seq)"])
+def test_no_state_is_saved_once_an_event_handed_over_was_not_stored(
+    store: EventStore, loss: str
+) -> None:
+    store.append([ev(1), ev(2)])
+    store.save_state("view", {"up_to": 2})
+    store.flush()
+    if loss == "not serializable":
+        store.append([ev(3, text={"a", "set"})])
+        with pytest.raises(StoreError):
+            store.flush()
+    else:
+        store.append([ev(2)])  # derived state would count it, the store holds it once
+    store.append([ev(4)])
+    store.save_state("view", {"up_to": 4})
+    store.flush()
+    assert store.load_state("view") == {"up_to": 2}
