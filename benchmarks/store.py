@@ -14,17 +14,21 @@ one runtime, 500 events an agent.
   into dicts, as ``loop.events()`` has it). Baseline: ``pd.read_sql`` of the same rows
   with ``data`` left as JSON text; also shown, ``read_sql`` then ``json.loads`` per row
   (what it takes to get dicts that way).
-- **restart**: ``Hub.start()`` on that store: open it and rebuild the live view of every
-  agent from every event. Baseline: the same hub with the row-by-row read this package
-  had before (a cursor, ``json.loads`` and ``Event(...)`` per row). Its parts are shown
+- **restart**: ``Hub.start()`` on that store: open it, restore the live view of every
+  agent and the ring of recent events. Three ways: with the view a clean stop saved (it
+  covers every event: nothing to replay); after a crash, with the view saved
+  ``SNAPSHOT_EVERY`` events before the end (a hub saves that often while events come in);
+  and with no saved view (a store from a version that saved none), replaying every event,
+  whose baseline is the same replay with the row-by-row read this package had before (a
+  cursor, ``json.loads`` and ``Event(...)`` per row). The full replay's parts are shown
   too: the store's ``iter_events`` alone, and hub.py's own loop (``View.apply`` and the
   recent-events ring) over events already in memory, which no store can make faster.
 
 Every timing is the best of ``--repeat`` runs (3): the machine is shared, and the best run
 is the one least disturbed. The frame and the restart each run in a fresh process (as a
 restarted hub is), on the file the ingest wrote. Correctness is checked on the way: the
-frame equals ``events_frame`` of the same events, and the restarted view equals one built
-event by event.
+frame equals ``events_frame`` of the same events, and each restarted view equals, field for
+field, one built event by event (and each recent ring the row-by-row one).
 
     python benchmarks/store.py [--quick] [--repeat N]
 
@@ -60,6 +64,7 @@ import pandas as pd  # noqa: E402
 
 from conductloop_jupyter.core.events import Event, EventKind  # noqa: E402
 from conductloop_jupyter.core.view import View  # noqa: E402
+from conductloop_jupyter.hub import snapshot  # noqa: E402
 from conductloop_jupyter.hub.hub import Hub  # noqa: E402
 from conductloop_jupyter.hub.store import _INSERT, EventStore, _encode  # noqa: E402
 from conductloop_jupyter.notebook.frames import events_frame, events_frame_from_store  # noqa: E402
@@ -214,16 +219,41 @@ def _rows(store: EventStore) -> Iterator[tuple[int, Event]]:
             yield id_, Event(seq, ts, runtime, agent_id, kind, json.loads(data))
 
 
-def restart(cls: type[Hub], path: Path) -> Hub:
-    async def start() -> Hub:
-        hub = cls(EventStore(path))
-        await hub.start()
-        hub.shutdown()
-        return hub
+def restart(
+    repeat: int, cls: type[Hub], path: Path, saved: dict[str, Any] | None = None
+) -> tuple[float, Hub]:
+    """The best time of ``repeat`` runs of ``Hub.start()`` on ``path`` with ``saved`` as its
+    saved view (``None``: none), and the last hub."""
+    times, hub = [], None
 
-    hub = asyncio.run(start())
-    hub.store.close()
-    return hub
+    async def start() -> tuple[float, Hub]:
+        hub = cls(EventStore(path))
+        start = time.perf_counter()
+        await hub.start()
+        took = time.perf_counter() - start
+        hub.shutdown()
+        return took, hub
+
+    for _ in range(repeat):
+        save(path, saved)  # (a hub saves its view when it stops: put this one back)
+        gc.collect()
+        took, hub = asyncio.run(start())
+        hub.store.close()
+        times.append(took)
+    assert hub is not None
+    return min(times), hub
+
+
+def save(path: Path, saved: dict[str, Any] | None) -> None:
+    """Make ``saved`` the store's saved view (``None``: remove it), as a hub saves it."""
+    with EventStore(path) as store:
+        if saved is not None:
+            store.save_state(snapshot.KEY, saved)
+    if saved is None:
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (snapshot.KEY,))
+        conn.close()
 
 
 def hub_loop(events: list[tuple[int, Event]]) -> None:
@@ -238,8 +268,14 @@ def hub_loop(events: list[tuple[int, Event]]) -> None:
     assert last_id == len(events)
 
 
-def view_rows(view: View) -> list[dict[str, Any]]:
-    return [a.row() for a in view.agents.values()]
+def same_view(view: View, reference: View) -> bool:
+    """Equal field for field (agents, requests, open requests and their order, total)."""
+    return (
+        view.agents == reference.agents
+        and view.requests == reference.requests
+        and view.pending() == reference.pending()
+        and view.total_cost_usd == reference.total_cost_usd
+    )
 
 
 # -- each measured part in a fresh process of its own ---------------------------------------
@@ -273,17 +309,27 @@ def frame_part(path: Path, n: int, repeat: int) -> dict[str, Any]:
 
 
 def restart_part(path: Path, n: int, repeat: int) -> dict[str, Any]:
-    restart_s, hub = best(repeat, lambda: restart(Hub, path))
-    before_s, before = best(1, lambda: restart(RowByRowHub, path))
     reference = View()
-    for event in make_events(n):
+    behind = max(0, n - snapshot.SNAPSHOT_EVERY)  # what a crash's saved view covers
+    crashed: dict[str, Any] | None = None
+    events = make_events(n)
+    for store_id, event in enumerate(events, 1):
         reference.apply(event)
+        if store_id == behind:
+            crashed = snapshot.capture(reference, (store_id, event))
+    stopped = snapshot.capture(reference, (n, events[-1]))
+    del events
+    saved_s, saved = restart(repeat, Hub, path, stopped)
+    crash_s, crash = restart(repeat, Hub, path, crashed)
+    restart_s, hub = restart(repeat, Hub, path)
+    before_s, before = restart(1, RowByRowHub, path)
     exact = (
-        view_rows(hub.view) == view_rows(reference) == view_rows(before.view)
-        and hub.last_id == n
-        and list(hub._recent) == list(before._recent)
+        all(same_view(h.view, reference) for h in (saved, crash, hub, before))
+        and [h.restored_at for h in (saved, crash, hub)] == [n, behind, 0]
+        and all(h.last_id == n for h in (saved, crash, hub))
+        and all(list(h._recent) == list(before._recent) for h in (saved, crash, hub))
     )
-    del hub, before, reference
+    del saved, crash, hub, before, reference
     store = EventStore(path)
     store.open()
     try:
@@ -293,7 +339,8 @@ def restart_part(path: Path, n: int, repeat: int) -> dict[str, Any]:
         store.close()
     gc.freeze()  # as a restarted hub has none of them in memory
     loop_s, _ = best(repeat, lambda: hub_loop(in_memory))
-    return {"restart_s": restart_s, "restart_row_by_row_s": before_s, "iter_events_s": iter_s,
+    return {"restart_saved_view_s": saved_s, "restart_after_crash_s": crash_s,
+            "restart_s": restart_s, "restart_row_by_row_s": before_s, "iter_events_s": iter_s,
             "hub_loop_in_memory_s": loop_s, "restart_view_exact": exact}  # fmt: skip
 
 
@@ -350,13 +397,21 @@ def main() -> None:
     frame_s, read_sql_s, parsed_s = (
         figures[k] for k in ("frame_s", "read_sql_s", "read_sql_json_loads_s")
     )
-    restart_s, before_s, iter_s, loop_s = (
+    saved_s, crash_s, restart_s, before_s, iter_s, loop_s = (
         figures[k]
-        for k in ("restart_s", "restart_row_by_row_s", "iter_events_s", "hub_loop_in_memory_s")
+        for k in (
+            "restart_saved_view_s",
+            "restart_after_crash_s",
+            "restart_s",
+            "restart_row_by_row_s",
+            "iter_events_s",
+            "hub_loop_in_memory_s",
+        )
     )
     same = checks["frame_equals_events_frame"]
     checks["frame"] = frame_s <= FRAME_S * scale
-    checks["restart"] = restart_s <= RESTART_S * scale
+    checks["restart"] = saved_s <= RESTART_S * scale
+    checks["restart_after_crash"] = crash_s <= RESTART_S * scale
     count = f"{n:,}"
     rows = [
         Figure(
@@ -388,17 +443,34 @@ def main() -> None:
             ok=same,
         ),
         Figure(
-            f"restart: Hub.start() with {count} events, view rebuilt",
+            f"restart: Hub.start() with {count} events, the view saved at a clean stop",
+            f"{saved_s:.2f} s",
             f"{restart_s:.2f} s",
-            f"{before_s:.2f} s",
-            f"x{restart_s / before_s:.2f}",
+            f"x{saved_s / restart_s:.3f}",
             f"<= {RESTART_S * scale:g} s",
             checks["restart"],
         ),
-        Figure("  of which EventStore.iter_events alone", f"{iter_s:.2f} s"),
-        Figure("  of which hub.py's loop (View.apply, recent ring), in memory", f"{loop_s:.2f} s"),
         Figure(
-            "  the view equals one built event by event",
+            f"  after a crash: the view saved {min(n, snapshot.SNAPSHOT_EVERY):,} events"
+            " before the end",
+            f"{crash_s:.2f} s",
+            f"{restart_s:.2f} s",
+            f"x{crash_s / restart_s:.3f}",
+            f"<= {RESTART_S * scale:g} s",
+            checks["restart_after_crash"],
+        ),
+        Figure(
+            "  no saved view: every event replayed (baseline: read row by row)",
+            f"{restart_s:.2f} s",
+            f"{before_s:.2f} s",
+            f"x{restart_s / before_s:.2f}",
+        ),
+        Figure("    of which EventStore.iter_events alone", f"{iter_s:.2f} s"),
+        Figure(
+            "    of which hub.py's loop (View.apply, recent ring), in memory", f"{loop_s:.2f} s"
+        ),
+        Figure(
+            "  each view equals one built event by event",
             str(checks["restart_view_exact"]),
             target="equal",
             ok=checks["restart_view_exact"],
@@ -410,7 +482,8 @@ def main() -> None:
         rows,
     )
     print("baselines: raw executemany (same rows, pre-encoded); pd.read_sql (data as text);")
-    print("           Hub.start() reading history row by row, as before")
+    print("           restarts: Hub.start() replaying every event; that replay reading")
+    print("           history row by row, as before")
     load = os.getloadavg()
     print(f"\nload average while measuring: {load[0]:.2f} on {os.cpu_count()} cores")
     result = {

@@ -8,13 +8,19 @@ the view only ever reads events, the two always agree.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any, Literal
 
 from .events import Event
 from .states import AgentState
 
 RequestKind = Literal["approval", "question", "budget"]
+
+#: The shape of ``View.state()`` and the rules it was derived by: bump it whenever
+#: ``View.apply`` derives anything differently, so that a hub replays history instead of
+#: restoring a view built by other rules (a change of fields is caught without it).
+STATE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,70 @@ class View:
     def live(self) -> list[AgentView]:
         return [a for a in self.agents.values() if not a.state.final]
 
+    # -- saving and restoring ----------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The whole view as plain data (lists, dicts, str, numbers), for ``from_state``.
+
+        A hub saves it so that a restart replays only later events. It shares nothing
+        the view mutates (each agent's ``by_model`` is copied; a ``Request`` and its
+        ``details`` are never changed once made), so it may be encoded on another thread
+        while the view goes on. Each agent and request is a list of its fields in order
+        (their names are given once, beside them).
+        """
+        agents = []
+        for values in map(_agent_values, self.agents.values()):
+            row = list(values)
+            row[_STATE] = row[_STATE].value
+            row[_BY_MODEL] = {model: spent[:] for model, spent in row[_BY_MODEL].items()}
+            agents.append(row)
+        return {
+            "version": STATE_VERSION,
+            "agent_fields": list(_AGENT_FIELDS),
+            "request_fields": list(_REQUEST_FIELDS),
+            "agents": agents,
+            "requests": list(map(list, map(_request_values, self.requests.values()))),
+            "open": list(self._open),
+            "total_cost_usd": self.total_cost_usd,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> View:
+        """The view ``state()`` was taken of, equal field for field.
+
+        Raises ``ValueError`` if ``state`` has another version or other fields, or is not
+        what ``state()`` makes. It takes ``state``'s lists and dicts for its own.
+        """
+        try:
+            version = state["version"]
+            if version != STATE_VERSION:
+                raise ValueError(f"view state version {version!r}, not {STATE_VERSION}")
+            if (state["agent_fields"], state["request_fields"]) != (
+                list(_AGENT_FIELDS),
+                list(_REQUEST_FIELDS),
+            ):
+                raise ValueError("the view state has other fields than this version's")
+            view = cls()
+            agents, requests = state["agents"], state["requests"]
+            if any(len(row) != len(_AGENT_FIELDS) for row in agents) or any(
+                len(row) != len(_REQUEST_FIELDS) for row in requests
+            ):
+                raise ValueError("an agent or a request of the view state lacks fields")
+            for row in agents:
+                row[_STATE] = AgentState(row[_STATE])
+                agent = AgentView(*row)
+                view.agents[agent.agent_id] = agent
+            for row in requests:
+                if row[_CHOICES] is not None:
+                    row[_CHOICES] = tuple(row[_CHOICES])
+                request = Request(*row)
+                view.requests[request.id] = request
+            view._open = {key: view.requests[key] for key in state["open"]}
+            view.total_cost_usd = state["total_cost_usd"]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a view state: {exc!r}") from exc
+        return view
+
     # -- applying ----------------------------------------------------------------------
 
     def _started(self, event: Event) -> None:
@@ -234,3 +304,12 @@ class View:
     def _stalled(agent: AgentView, event: Event) -> None:
         agent.stalled = bool(event.data["stalled"])
         agent.stall_reason = event.data.get("reason", "") if agent.stalled else ""
+
+
+_AGENT_FIELDS = tuple(f.name for f in fields(AgentView))
+_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
+_agent_values = attrgetter(*_AGENT_FIELDS)
+_request_values = attrgetter(*_REQUEST_FIELDS)
+_STATE = _AGENT_FIELDS.index("state")
+_BY_MODEL = _AGENT_FIELDS.index("by_model")
+_CHOICES = _REQUEST_FIELDS.index("choices")

@@ -11,6 +11,9 @@ embedded hub, and the tornado handlers in ``app.py`` stay thin.
   event is either durable or still in the runtime's replay buffer.
 - **Commands** go to the runtime that owns the agent or request, which decides (first
   answer wins there); the hub waits for its reply.
+- **Restarts.** The view is saved in the store now and then and on a clean stop
+  (``snapshot.py``); a restart restores it and replays only the events after it, so it
+  takes about as long whatever the length of history.
 - **Lost runtimes.** A runtime whose connection closes and does not come back within
   ``lost_after`` seconds has its live agents marked ``lost`` and its open requests
   withdrawn, by events the hub emits under its own runtime id ``hub``.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +33,7 @@ from ..core.clock import Clock, SystemClock
 from ..core.events import Event, EventKind
 from ..core.states import AgentState
 from ..core.view import View
+from . import snapshot
 from .protocol import (
     ProtocolError,
     client_message_id,
@@ -37,10 +42,12 @@ from .protocol import (
     parse_client_message,
     parse_command,
 )
-from .store import EventStore
+from .store import EventStore, StoreError
 
 if TYPE_CHECKING:
     from .phone import PhoneService
+
+log = logging.getLogger(__name__)
 
 HUB_RUNTIME = "hub"
 RECENT = 50_000  # events kept in memory for clients catching up
@@ -71,7 +78,12 @@ class Hub:
         lost_after: float = 3.0,
         command_timeout: float = 10.0,
         clock: Clock | None = None,
+        recent: int = RECENT,
+        snapshot_every: int = snapshot.SNAPSHOT_EVERY,
+        snapshot_interval: float = snapshot.SNAPSHOT_INTERVAL,
     ) -> None:
+        if recent < 1 or snapshot_every < 1:
+            raise ValueError("recent and snapshot_every must be at least 1")
         self.store = store
         self.view = View()
         self.lost_after = lost_after
@@ -82,7 +94,13 @@ class Hub:
         self._durable: dict[str, int] = {}  # runtime -> highest seq committed
         self._ids = itertools.count(1)
         self.last_id = 0
-        self._recent: deque[tuple[int, Event]] = deque(maxlen=RECENT)
+        self._recent: deque[tuple[int, Event]] = deque(maxlen=recent)
+        self.snapshot_every = snapshot_every
+        self.snapshot_interval = snapshot_interval
+        #: the store id up to which the last start restored a saved view (0: none)
+        self.restored_at = 0
+        self._saved_id = 0  # the last event the last saved view covers
+        self._next_save = float("-inf")  # no save while events come in before (clock.now())
         self.clients: set[Connection] = set()  # subscribed to live events
         #: every open WebSocket (runtimes and clients), each with a future done on close
         self.connections: dict[Connection, asyncio.Future[None]] = {}
@@ -111,17 +129,43 @@ class Hub:
                 )
 
     def _rebuild(self) -> None:
-        self.store.open()
-        view = View()
-        last_id = 0
-        for store_id, event in self.store.iter_events():
+        store = self.store
+        store.open()
+        restored = snapshot.restore(store)
+        view, covered = restored if restored is not None else (View(), 0)
+        last_id = store.last_id()
+        # the recent ring is read by id range, never by reading what the saved view covers
+        before = min(covered, store.id_before_last(self._recent.maxlen or 0))
+        self._recent.extend(store.iter_events(before, upto=covered))
+        for store_id, event in store.iter_events(covered, upto=last_id):
             view.apply(event)
-            last_id = store_id
             self._recent.append((store_id, event))
         self.view = view
         self.last_id = last_id
-        self._durable = self.store.last_seqs()
+        self._durable = store.last_seqs()
         self._accepted = dict(self._durable)
+        self.restored_at = self._saved_id = covered
+        log.info(
+            "view restored up to event %d, then %d event(s) replayed", covered, last_id - covered
+        )
+        if last_id - covered >= self.snapshot_every:
+            self._save_view()  # a crash before the next save must not replay all that again
+
+    def _save_view(self) -> None:
+        """Hand the view to the store to save (see snapshot.py); never blocks."""
+        if not self._recent or self._recent[-1][0] != self.last_id:
+            return  # no event yet (the recent ring holds the last one)
+        started = self._clock.now()
+        state = snapshot.capture(self.view, self._recent[-1])
+        try:
+            self.store.save_state(snapshot.KEY, state)
+        except StoreError:
+            return  # the store stopped: the next append or close reports it
+        self._saved_id = self.last_id
+        now = self._clock.now()
+        # capture() copies the whole view on the loop: however large the view grows, the
+        # saves made while events come in take at most about 1% of the loop's time
+        self._next_save = now + max(self.snapshot_interval, 100 * (now - started))
 
     def opened(self, connection: Connection) -> None:
         assert self._loop is not None
@@ -142,7 +186,10 @@ class Hub:
             await asyncio.wait(pending, timeout=timeout)
 
     def shutdown(self) -> None:
-        """Stop timers and pending commands (the caller then closes the store)."""
+        """Stop timers and pending commands, and save the view (the caller then closes the
+        store, which writes it)."""
+        if self.last_id != self._saved_id:
+            self._save_view()
         for link in self.runtimes.values():
             if link.lost_timer is not None:
                 link.lost_timer.cancel()
@@ -258,6 +305,11 @@ class Hub:
             self.view.apply(event)
         self.last_id = fresh[-1][0]
         self._recent.extend(fresh)
+        if (
+            self.last_id - self._saved_id >= self.snapshot_every
+            and self._clock.now() >= self._next_save
+        ):
+            self._save_view()
         if self.clients:  # with nobody listening, building their message is wasted work;
             # a client that subscribes later catches up from the recent ring
             self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
