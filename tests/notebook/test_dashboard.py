@@ -279,7 +279,9 @@ async def test_agent_buttons_pause_resume_redirect_and_stop(kernel: KernelFactor
         picker = await k.find("DropdownModel", description="Agent")
         await k.wait_for(lambda: k.models[picker].get("_options_labels"), "the picker's agents")
         k.click(await k.find("ButtonModel", description="Pause"))
-        await k.wait_for(lambda: k.html_containing("Pick an agent first, in the Agent list."), "the hint")
+        await k.wait_for(
+            lambda: k.html_containing("Pick an agent first, in the Agent list."), "the hint"
+        )
 
         k.set_state(picker, index=0)
         k.click(await k.find("ButtonModel", description="Pause"))
