@@ -1,14 +1,19 @@
-"""The table that ``agent_step.py`` and ``scale.py`` print: what was measured, its figure,
-the baseline measured in the same run, their ratio, the target and PASS/MISS.
-
-(``_harness.Row`` is the same idea without the ratio column.)
+"""The table every benchmark prints (what was measured, its figure, the baseline measured
+in the same run, their ratio, the target and PASS/MISS), and the small measuring helpers
+the scripts share.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,3 +46,21 @@ def median(values: Sequence[float]) -> float:
 
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.2f} us"
+
+
+def best(repeat: int, run: Callable[[], T]) -> tuple[float, T]:
+    """The best wall time of ``repeat`` runs (the least disturbed), and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return min(times), result  # type: ignore[return-value]
+
+
+def load_average() -> float:
+    """Print the one-minute load average (other work shows up in the figures); return it."""
+    load = os.getloadavg()[0]
+    print(f"\nload average while measuring: {load:.2f} on {os.cpu_count()} cores")
+    return load

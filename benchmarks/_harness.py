@@ -1,5 +1,5 @@
 """What the benchmarks share: a hub in its own process, paired phones, a lean WebSocket
-client, the bare-tornado baseline server, percentiles and the printed table.
+client, the bare-tornado baseline server and percentiles.
 
 Clock: every timestamp is ``now_ns()``. On Linux that is ``perf_counter_ns``, which is
 ``clock_gettime(CLOCK_MONOTONIC)``: one clock for every process on the machine, so a time
@@ -312,31 +312,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def ms(ns: float) -> float:
     return ns / 1e6
-
-
-@dataclass
-class Row:
-    what: str
-    figure: str
-    baseline: str = ""
-    target: str = ""
-    ok: bool | None = None  # None: informative, no target
-
-    @property
-    def verdict(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
-
-
-def print_table(title: str, rows: list[Row]) -> None:
-    headers = ("what", "figure", "baseline", "target", "")
-    cells = [(r.what, r.figure, r.baseline, r.target, r.verdict) for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    print(line)
-    print("-" * len(line))
-    for c in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
 
 
 def machine() -> dict[str, Any]:

@@ -46,8 +46,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-import psutil
-from _figures import Figure, median, print_table, us
+import psutil  # type: ignore[import-untyped, unused-ignore]
+from _figures import Figure, load_average, median, print_table, us
 from _harness import HubProcess, machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,13 +322,12 @@ def report(
         f"{cl_steps:,} steps a run, LangGraph {lg_steps:,})",
         rows_out,
     )
-    load = os.getloadavg()
-    print(f"\nload average while measuring: {load[0]:.2f} on {psutil.cpu_count()} cores")
+    load = load_average()
     return {
         "benchmark": "agent_step",
         "quick": quick,
         "machine": machine(),
-        "load_average": load[0],
+        "load_average": load,
         "steps": {"conductloop": cl_steps, "langgraph": lg_steps},
         "repetitions": reps,
         "pass": all(checks.values()),

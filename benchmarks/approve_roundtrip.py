@@ -36,15 +36,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from _figures import Figure, print_table
 from _harness import (
     BaselineProcess,
     HubProcess,
-    Row,
     machine,
     ms,
     now_ns,
     percentile,
-    print_table,
     set_nodelay,
 )
 from tornado.httpclient import HTTPRequest
@@ -281,17 +280,17 @@ def measure(n: int) -> list[Result]:
 
 def report(results: list[Result], quick: bool) -> dict[str, Any]:
     base = results[-1]
-    rows: list[Row] = []
+    rows: list[Figure] = []
     checks: dict[str, bool] = {}
     for result in results[:-1]:
         gated = result.route != "in-process loop.approve"
         ok = result.p95_ms <= P95_TARGET_MS if gated else None
         if ok is not None:
             checks[f"p95 {result.route}"] = ok
-        rows.append(Row(
+        rows.append(Figure(
             f"approve -> running, {result.route} (p50 / p95 / p99, n={result.n})",
             result.figure(), base.figure() if gated else "",
-            f"p95 <= {P95_TARGET_MS:g} ms" if gated else "", ok,
+            target=f"p95 <= {P95_TARGET_MS:g} ms" if gated else "", ok=ok,
         ))  # fmt: skip
     print_table("Approve round trip (loopback; hub in its own process)", rows)
     return {

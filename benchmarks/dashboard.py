@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from _figures import Figure, print_table
+from _figures import Figure, best, load_average, print_table
 from _harness import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,16 +263,6 @@ def naive_figure(events: Any) -> Any:
     return go.Figure(data=traces, layout={"barmode": "overlay", "xaxis": {"type": "date"}})
 
 
-def best(repeat: int, run: Callable[[], T]) -> tuple[float, T]:
-    times, result = [], None
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return min(times), result  # type: ignore[return-value]
-
-
 def timeline(repeat: int = 3) -> dict[str, Any]:
     from conductloop_jupyter.notebook.plots import timeline_figure
 
@@ -380,13 +368,12 @@ def main() -> None:
     print_table("Notebook: the live dashboard under a flood of events, and the timeline", rows)
     print("baselines: an ipywidgets.HTML written on every event (fresh kernel, same agent);")
     print("           plotly with one go.Bar trace per agent (tool spans only)")
-    load = os.getloadavg()
-    print(f"\nload average while measuring: {load[0]:.2f} on {os.cpu_count()} cores")
+    load = load_average()
     result = {
         "benchmark": "dashboard",
         "quick": args.quick,
         "machine": machine(),
-        "load_average": load[0],
+        "load_average": load,
         "pass": all(checks.values()),
         "checks": checks,
         "dashboard": ours,

@@ -43,17 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
+from _figures import Figure, print_table
 from _harness import (
     BaselineProcess,
     HubProcess,
     LeanSocket,
-    Row,
     child_env,
     machine,
     ms,
     now_ns,
     percentile,
-    print_table,
     set_nodelay,
     system_busy,
 )
@@ -332,7 +331,7 @@ def report(runs: list[Run], quick: bool) -> dict[str, Any]:
     def find(target: str, rate: int, clients: int) -> Run:
         return next(r for r in runs if (r.target, r.rate, r.clients) == (target, rate, clients))
 
-    rows: list[Row] = []
+    rows: list[Figure] = []
     checks: dict[str, bool] = {}
     for rate in RATES:
         for clients in CLIENTS:
@@ -348,16 +347,17 @@ def report(runs: list[Run], quick: bool) -> dict[str, Any]:
             if lost:
                 ok = False
                 checks[f"complete_{rate}_{clients}"] = False
-            rows.append(Row(
+            rows.append(Figure(
                 f"latency {rate:,}/s, {clients} client{'s' * (clients > 1)} (p50 / p99)",
-                latency(hub) + (" (events lost)" if lost else ""), latency(base), target, ok,
+                latency(hub) + (" (events lost)" if lost else ""), latency(base),
+                target=target, ok=ok,
             ))  # fmt: skip
             fixed = find(NODELAY, rate, clients)
-            rows.append(Row("  the same, link socket TCP_NODELAY (proposed)", latency(fixed)))
+            rows.append(Figure("  the same, link socket TCP_NODELAY (proposed)", latency(fixed)))
     cpu, cpu_ok = cpu_rows(find)
     rows += cpu
     others = max(runs, key=lambda r: r.other_cores)
-    rows.append(Row(
+    rows.append(Figure(
         "CPU used by other processes during a run (max)",
         f"{others.other_cores:.2f} of {psutil.cpu_count()} cores "
         f"({others.target}, {others.rate:,}/s x{others.clients})",
@@ -374,7 +374,7 @@ def report(runs: list[Run], quick: bool) -> dict[str, Any]:
     }
 
 
-def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Row], bool]:
+def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Figure], bool]:
     """Hub CPU (cores busy) per run; fan-out per client from its event-loop thread.
 
     Ingesting, storing and applying events is work per event: it grows with the rate, and
@@ -385,7 +385,7 @@ def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Row], bool]:
     does the same work whoever listens). When the rate rises 10 x (1,000/s -> 10,000/s) it
     may rise at most ``PER_CLIENT_GROWTH`` x.
     """
-    rows: list[Row] = []
+    rows: list[Figure] = []
     per_client: dict[str, dict[int, float]] = {"hub": {}, NODELAY: {}, "baseline": {}}
     for rate in RATES:
         for target, shares in per_client.items():
@@ -393,17 +393,17 @@ def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Row], bool]:
             shares[rate] = max(ten.loop_cores - zero.loop_cores, 0.0) / 10
         hub = [find("hub", rate, c).server_cores for c in (0, 1, 10)]
         base = [find("baseline", rate, c).server_cores for c in (0, 1, 10)]
-        rows.append(Row(
+        rows.append(Figure(
             f"hub CPU {rate:,}/s: 0 / 1 / 10 clients (cores)",
             " / ".join(f"{c:.3f}" for c in hub), " / ".join(f"{c:.3f}" for c in base),
         ))  # fmt: skip
         messages = [find(t, rate, 10).messages_per_s for t in ("hub", NODELAY, "baseline")]
-        rows.append(Row(
+        rows.append(Figure(
             "  fan-out per client (cores; messages/s to each)",
             f"{per_client['hub'][rate]:.4f}; {messages[0]:.0f}",
             f"{per_client['baseline'][rate]:.4f}; {messages[2]:.0f}",
         ))  # fmt: skip
-        rows.append(Row(
+        rows.append(Figure(
             "  the same, link socket TCP_NODELAY (proposed)",
             f"{per_client[NODELAY][rate]:.4f}; {messages[1]:.0f}",
         ))  # fmt: skip
@@ -413,12 +413,12 @@ def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Row], bool]:
         return high / low if low > 0 else (1.0 if high == 0 else float("inf"))
 
     ok = growth("hub") <= PER_CLIENT_GROWTH
-    rows.append(Row(
+    rows.append(Figure(
         "fan-out per client, 10,000/s over 1,000/s",
         f"x{growth('hub'):.2f} (rate x10)", f"x{growth('baseline'):.2f}",
-        f"<= x{PER_CLIENT_GROWTH:g}", ok,
+        target=f"<= x{PER_CLIENT_GROWTH:g}", ok=ok,
     ))  # fmt: skip
-    rows.append(Row(
+    rows.append(Figure(
         "  the same, link socket TCP_NODELAY (proposed)", f"x{growth(NODELAY):.2f}"
     ))  # fmt: skip
     return rows, ok

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-from _figures import Figure, print_table
+import psutil  # type: ignore[import-untyped, unused-ignore]
+from _figures import Figure, load_average, print_table
 from _harness import child_env, machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,13 +296,12 @@ def report(quick: bool, agents: dict[str, Any], children: dict[str, Any]) -> dic
             ),
         ]
     print_table("Scale: agents alive in one runtime, and children through ctx.parallel", rows)
-    load = os.getloadavg()
-    print(f"\nload average while measuring: {load[0]:.2f} on {psutil.cpu_count()} cores")
+    load = load_average()
     return {
         "benchmark": "scale",
         "quick": quick,
         "machine": machine(),
-        "load_average": load[0],
+        "load_average": load,
         "pass": all(checks.values()),
         "checks": checks,
         "agents": agents,
