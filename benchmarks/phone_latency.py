@@ -15,13 +15,11 @@ for every process on the machine). The **baseline** is the same runtime pacing a
 phones against a bare tornado WebSocket server that relays each message to every client
 unparsed (``_harness.baseline_main``): the floor two tornado hops set on this machine.
 
-Rows marked "link socket TCP_NODELAY (proposed)" run the same with the runtime link's
-socket set to ``TCP_NODELAY`` (patched into the runtime process, see ``run_runtime``).
-Without it, Nagle's algorithm holds each small batch until the hub's kernel ACKs the
-previous one, and the hub's kernel delays that ACK (40 ms or more) because it sends the
-runtime data too (acks): events then move in clumps every 40-50 ms. The hub's own sockets
-have ``TCP_NODELAY``; the runtime's side is ``link.py``. The remaining few milliseconds at
-low rates are the link's deliberate ``linger`` (5 ms) for chatter such as status lines.
+Both ends of the runtime link set ``TCP_NODELAY`` (``link.py`` and the hub's handlers).
+Without it, Nagle's algorithm held each small batch until the hub's kernel ACKed the
+previous one, which it delays (40 ms or more): events moved in clumps every 40-50 ms and
+the p50 at 1,000/s was 17.5 ms. The remaining few milliseconds at low rates are the link's
+deliberate ``linger`` (5 ms) for chatter such as status lines.
 
     python benchmarks/phone_latency.py [--quick]
 
@@ -63,7 +61,6 @@ P50_TARGET_MS = 5.0  # at 1,000 events/s, one client
 P99_TARGET_MS = 100.0  # at 10,000 events/s, ten clients
 PER_CLIENT_GROWTH = 3.0  # see cpu_rows: fan-out per client, 10,000/s over 1,000/s
 BUSY = 0.5  # cores other processes used during a run above which its figures are flagged
-NODELAY = "hub, link TCP_NODELAY"  # the runtime's link socket patched (see run_runtime)
 
 
 # -- the emitting side (a child process) ---------------------------------------------------
@@ -90,25 +87,9 @@ async def pace(emit: Callable[[str], None], rate: int, seconds: float, prefix: s
         await asyncio.sleep(max(delay, 0.0))
 
 
-def run_runtime(url: str, rate: int, warm: float, seconds: float, nodelay: bool) -> None:
-    """A Conductor linked to the hub at ``url``; its one agent emits status lines.
-
-    ``nodelay``: the link's socket gets ``TCP_NODELAY`` (patched in here: the proposed
-    one-line fix in ``link.py``, measured beside the code as it is).
-    """
+def run_runtime(url: str, rate: int, warm: float, seconds: float) -> None:
+    """A Conductor linked to the hub at ``url``; its one agent emits status lines."""
     import conductloop_jupyter as cl
-
-    if nodelay:
-        from conductloop_jupyter import link
-
-        connect = link.websocket_connect  # type: ignore[attr-defined]
-
-        async def connect_nodelay(*args: Any, **kwargs: Any) -> Any:
-            ws = await connect(*args, **kwargs)
-            set_nodelay(ws)
-            return ws
-
-        link.websocket_connect = connect_nodelay  # type: ignore[attr-defined]
 
     loop = cl.Conductor("bench", hub=url, stall_after=3600, event_log_size=2_000_000)
 
@@ -165,7 +146,7 @@ def run_producer(port: int, rate: int, warm: float, seconds: float) -> None:
 
 @dataclass
 class Run:
-    target: str  # "hub", NODELAY or "baseline"
+    target: str  # "hub" or "baseline"
     rate: int
     clients: int
     seconds: float
@@ -214,7 +195,6 @@ async def measure(
         sockets.append(sock)
     if isinstance(server, HubProcess):
         role = ["--role", "runtime", "--url", server.url]
-        role += ["--link-nodelay"] if target == NODELAY else []
         env = child_env(server.home)
     else:
         role = ["--role", "producer", "--port", str(server.port)]
@@ -287,8 +267,8 @@ async def quiet(limit: float = 0.5, patience: float = 10.0) -> None:
 
 
 async def orchestrate(quick: bool) -> dict[str, Any]:
-    """Every configuration against the hub as it is, the hub with the link patched, and
-    the baseline, back to back, so the three see the same machine."""
+    """Every configuration against the hub and against the baseline, back to back, so the
+    two see the same machine."""
     warm, seconds = durations(quick)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="conductloop-bench-") as tmp:
@@ -298,7 +278,7 @@ async def orchestrate(quick: bool) -> dict[str, Any]:
             devices = [hub.pair() for _ in range(max(CLIENTS))]
             for rate in RATES:
                 for clients in (0, *CLIENTS):
-                    for target in ("hub", NODELAY, "baseline"):
+                    for target in ("hub", "baseline"):
                         server = baseline if target == "baseline" else hub
                         await quiet()
                         runs.append(await measure(target, server, devices, rate, clients,
@@ -352,8 +332,6 @@ def report(runs: list[Run], quick: bool) -> dict[str, Any]:
                 latency(hub) + (" (events lost)" if lost else ""), latency(base),
                 target=target, ok=ok,
             ))  # fmt: skip
-            fixed = find(NODELAY, rate, clients)
-            rows.append(Figure("  the same, link socket TCP_NODELAY (proposed)", latency(fixed)))
     cpu, cpu_ok = cpu_rows(find)
     rows += cpu
     others = max(runs, key=lambda r: r.other_cores)
@@ -386,7 +364,7 @@ def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Figure], bool]:
     may rise at most ``PER_CLIENT_GROWTH`` x.
     """
     rows: list[Figure] = []
-    per_client: dict[str, dict[int, float]] = {"hub": {}, NODELAY: {}, "baseline": {}}
+    per_client: dict[str, dict[int, float]] = {"hub": {}, "baseline": {}}
     for rate in RATES:
         for target, shares in per_client.items():
             zero, ten = find(target, rate, 0), find(target, rate, 10)
@@ -397,15 +375,11 @@ def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Figure], bool]:
             f"hub CPU {rate:,}/s: 0 / 1 / 10 clients (cores)",
             " / ".join(f"{c:.3f}" for c in hub), " / ".join(f"{c:.3f}" for c in base),
         ))  # fmt: skip
-        messages = [find(t, rate, 10).messages_per_s for t in ("hub", NODELAY, "baseline")]
+        messages = [find(t, rate, 10).messages_per_s for t in ("hub", "baseline")]
         rows.append(Figure(
             "  fan-out per client (cores; messages/s to each)",
             f"{per_client['hub'][rate]:.4f}; {messages[0]:.0f}",
-            f"{per_client['baseline'][rate]:.4f}; {messages[2]:.0f}",
-        ))  # fmt: skip
-        rows.append(Figure(
-            "  the same, link socket TCP_NODELAY (proposed)",
-            f"{per_client[NODELAY][rate]:.4f}; {messages[1]:.0f}",
+            f"{per_client['baseline'][rate]:.4f}; {messages[1]:.0f}",
         ))  # fmt: skip
 
     def growth(target: str) -> float:
@@ -417,9 +391,6 @@ def cpu_rows(find: Callable[[str, int, int], Run]) -> tuple[list[Figure], bool]:
         "fan-out per client, 10,000/s over 1,000/s",
         f"x{growth('hub'):.2f} (rate x10)", f"x{growth('baseline'):.2f}",
         target=f"<= x{PER_CLIENT_GROWTH:g}", ok=ok,
-    ))  # fmt: skip
-    rows.append(Figure(
-        "  the same, link socket TCP_NODELAY (proposed)", f"x{growth(NODELAY):.2f}"
     ))  # fmt: skip
     return rows, ok
 
@@ -444,10 +415,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warm", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--link-nodelay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "runtime":
-        run_runtime(args.url, args.rate, args.warm, args.seconds, args.link_nodelay)
+        run_runtime(args.url, args.rate, args.warm, args.seconds)
     elif args.role == "producer":
         run_producer(args.port, args.rate, args.warm, args.seconds)
     else:
