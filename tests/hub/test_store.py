@@ -441,3 +441,27 @@ def test_no_state_is_saved_once_an_event_handed_over_was_not_stored(
     store.save_state("view", {"up_to": 4})
     store.flush()
     assert store.load_state("view") == {"up_to": 2}
+
+
+def test_batches_of_every_size_are_stored_in_order_each_event_once(store: EventStore) -> None:
+    seq, expected = 0, []
+    for size in (1, 2, 3, 7, 1023, 1024, 1025, 2047, 2048, 3001):
+        events = [ev(s) for s in range(seq + 1, seq + size + 1)]
+        repeats = [ev(s) for s in range(max(1, seq - 2), seq + 1)] if seq else []
+        store.append(repeats + events)  # a replay of the last few, then new ones
+        store.flush()
+        seq += size
+        expected.extend(e.seq for e in events)
+    assert [e.seq for _, e in store.iter_events()] == expected
+    assert [i for i, _ in store.iter_events()] == list(range(1, len(expected) + 1))
+
+
+def test_data_with_a_cycle_is_reported_like_data_that_cannot_be_serialized(
+    store: EventStore,
+) -> None:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    store.append([ev(1), Event(2, 1.0, "rt-1", "a1", "log", cyclic), ev(3)])
+    with pytest.raises(StoreError, match=r"seq=2 .*not JSON-serializable"):
+        store.flush()
+    assert [e.seq for _, e in store.page()] == [1, 3]
