@@ -43,17 +43,16 @@ import asyncio
 import collections
 import gc
 import json
-import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from _figures import Figure, print_table
+from _figures import Figure, best, load_average, print_table
 from _harness import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,9 +75,6 @@ RESTART_S = 3.0  # for 1,000,000 events
 BATCH = 1_000
 RUNTIME = "research-a1b2c3"
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-T = TypeVar("T")
-
 
 # -- realistic events -----------------------------------------------------------------------
 
@@ -134,17 +130,6 @@ def make_events(n: int, per_agent: int = 500) -> list[Event]:
             emit(agent, "agent.result", {"result": "a summary of 12 papers"})
             emit(agent, "agent.state", {"state": "done", "reason": "returned"})
     return events[:n]
-
-
-def best(repeat: int, run: Callable[[], T]) -> tuple[float, T]:
-    """The best wall time of ``repeat`` runs, and the last run's result."""
-    times, result = [], None
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return min(times), result  # type: ignore[return-value]
 
 
 # -- (a) ingest -----------------------------------------------------------------------------
@@ -484,14 +469,13 @@ def main() -> None:
     print("baselines: raw executemany (same rows, pre-encoded); pd.read_sql (data as text);")
     print("           restarts: Hub.start() replaying every event; that replay reading")
     print("           history row by row, as before")
-    load = os.getloadavg()
-    print(f"\nload average while measuring: {load[0]:.2f} on {os.cpu_count()} cores")
+    load = load_average()
     result = {
         "benchmark": "store",
         "quick": args.quick,
         "events": n,
         "machine": machine(),
-        "load_average": load[0],
+        "load_average": load,
         "pass": all(checks.values()),
         "checks": checks,
         "figures": figures,
