@@ -118,9 +118,9 @@ def demo(pace: float, phone: bool = True) -> int:
     out.write(loop.agents()[["agent_id", "state", "activity", "cost_usd"]].to_string() + "\n")
     out.write(f"\nSpend by model:\n{loop.spend(by='model').to_string()}\n")
     if not quitting:  # the work is done; the phone page stays up until the user quits
-        out.write("\nThe agents are done. Quit with Ctrl-C (or Ctrl-D).\n")
-        out.flush()
-        try:
+        try:  # Ctrl-C may come as soon as the line is out, even before flush() returns
+            out.write("\nThe agents are done. Quit with Ctrl-C (or Ctrl-D).\n")
+            out.flush()
             while inbox.queue.get()[0] != "eof":
                 pass
         except KeyboardInterrupt:
