@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import http.client
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import conductloop_jupyter as cl
 from conductloop_jupyter.core.errors import ConductLoopError, PairingError, UsageError
 from conductloop_jupyter.hub.pairing import KEEP_OUTCOMES, Pairing, code_id, digest
-from conductloop_jupyter.hub.phone import PhoneService
-from conductloop_jupyter.hub.server import EmbeddedHub
 from conductloop_jupyter.notebook.phone import PhoneLink
 from conductloop_jupyter.testing import ManualClock
+from tests.hub._phone_support import PhoneHub, Reply
 
 BOUND = 30.0  # seconds a woken long poll may take before the test calls it stuck
 
@@ -90,119 +85,78 @@ def test_a_code_id_names_the_code_without_revealing_it(tmp_path: Path) -> None:
 # -- the hub's API, on a real embedded hub ------------------------------------------------
 
 
-class Hub:
-    """An embedded hub in ``home`` with its phone listener open on 127.0.0.1."""
-
-    def __init__(self, home: Path) -> None:
-        self.embedded = EmbeddedHub(home)
-        self.address = self.embedded.start()
-        self.client = cl.Hub(self.address, by="test")
-        self.link = self.client.phone(host="127.0.0.1")
-
-    @property
-    def service(self) -> PhoneService:
-        hub = self.embedded.server.hub
-        assert hub is not None
-        assert hub.phone is not None
-        return hub.phone
-
-    def claim(self, link: PhoneLink, name: str = "Test Pixel") -> dict[str, Any]:
-        """POST /pair as the phone page does."""
-        host = f"127.0.0.1:{link.port}"
-        connection = http.client.HTTPConnection("127.0.0.1", link.port, timeout=10)
-        try:
-            body = {"code": link.url.split("#pair=", 1)[1], "name": name}
-            headers = {"Host": host, "Origin": f"http://{host}"}
-            connection.request("POST", "/pair", body=json.dumps(body), headers=headers)
-            response = connection.getresponse()
-            answer: dict[str, Any] = json.loads(response.read())
-            assert response.status == 200, answer
-            return answer
-        finally:
-            connection.close()
-
-    def get(self, query: str, secret: str | None = None) -> tuple[int, dict[str, Any]]:
-        port = int(self.address.url.rsplit(":", 1)[1])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        headers = {} if secret is None else {"Authorization": f"Bearer {secret}"}
-        try:
-            connection.request("GET", f"/conductloop/api/phone/code?{query}", headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
-
-    def waiting_on_hub(self, id_: str, wait: float) -> concurrent.futures.Future[Any]:
-        """``PhoneService.code_status(id_, wait)`` running on the hub's own loop."""
-        loop = self.embedded.loop
-        assert loop is not None
-        return asyncio.run_coroutine_threadsafe(self.service.code_status(id_, wait), loop)
+def claim(phone: PhoneHub, link: PhoneLink, name: str = "Test Pixel") -> dict[str, Any]:
+    """POST /pair as the phone page does, naming the device."""
+    code = link.url.split("#pair=", 1)[1]
+    reply = phone.fetch("POST", "/pair", body={"code": code, "name": name}, origin=phone.origin)
+    assert reply.status == 200, reply.body
+    answer: dict[str, Any] = reply.json()
+    return answer
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    started = Hub(tmp_path / "hub")
-    try:
-        yield started
-    finally:
-        started.embedded.stop()
+def code_status(phone: PhoneHub, query: str, secret: str | None) -> Reply:
+    headers = {} if secret is None else {"Authorization": f"Bearer {secret}"}
+    return phone.hub_fetch("GET", f"/conductloop/api/phone/code?{query}", headers)
 
 
-def test_phone_returns_the_code_id_and_the_hub_says_it_is_waiting(hub: Hub) -> None:
-    link = hub.link
+def waiting_on_hub(phone: PhoneHub, id_: str, wait: float) -> concurrent.futures.Future[Any]:
+    """``PhoneService.code_status(id_, wait)`` running on the hub's own loop."""
+    coroutine = phone.service.code_status(id_, wait)
+    return asyncio.run_coroutine_threadsafe(coroutine, phone.embedded.loop)
+
+
+def test_phone_returns_the_code_id_and_the_hub_says_it_is_waiting(phone: PhoneHub) -> None:
+    link = phone.link
     assert link.code_id == code_id(link.url.split("#pair=", 1)[1])
-    status = hub.client._code_status(link.code_id)
+    status = phone.client._code_status(link.code_id)
     assert status == {"id": link.code_id, "state": "waiting", "expires": link.expires,
                       "device": None}  # fmt: skip
     assert link.code_id in repr(link) or link.url not in repr(link)  # the secret stays out
 
 
-def test_a_long_poll_is_answered_by_the_claim_with_the_device(hub: Hub) -> None:
-    waiting = hub.waiting_on_hub(hub.link.code_id, wait=3600.0)
+def test_a_long_poll_is_answered_by_the_claim_with_the_device(phone: PhoneHub) -> None:
+    waiting = waiting_on_hub(phone, phone.link.code_id, wait=3600.0)
     assert not waiting.done()  # expires in 5 minutes, asked to wait an hour: it waits
-    device = hub.claim(hub.link)["device"]
+    device = claim(phone, phone.link)["device"]
     status = waiting.result(timeout=BOUND)
     assert (status.state, status.device.id, status.device.name) == (
         "paired", device["id"], "Test Pixel"
     )  # fmt: skip
-    answer = hub.client._code_status(hub.link.code_id, wait=60.0)  # paired: answers at once
+    answer = phone.client._code_status(phone.link.code_id, wait=60.0)  # paired: answers at once
     assert answer["state"] == "paired"
     assert answer["device"] == {"id": device["id"], "name": "Test Pixel"}
 
 
-def test_wait_in_a_script_returns_when_the_phone_pairs(hub: Hub) -> None:
+def test_wait_in_a_script_returns_when_the_phone_pairs(phone: PhoneHub) -> None:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        outcome = pool.submit(hub.link.wait)
-        hub.claim(hub.link, name="Kitchen tablet")
+        outcome = pool.submit(phone.link.wait)
+        claim(phone, phone.link, name="Kitchen tablet")
         found = outcome.result(timeout=BOUND)
     assert found["state"] == "paired"
     assert found["device"]["name"] == "Kitchen tablet"
-    assert hub.client.phone(host="127.0.0.1").wait(timeout=0)["state"] == "waiting"
+    assert phone.client.phone(host="127.0.0.1").wait(timeout=0)["state"] == "waiting"
 
 
-def test_an_expired_code_is_reported_expired(hub: Hub) -> None:
-    clock = ManualClock(wall_start=hub.link.expires - 1.0)
-    hub.service.pairing.clock = clock  # the hub's own clock, moved past the expiry
+def test_an_expired_code_is_reported_expired(phone: PhoneHub) -> None:
+    clock = ManualClock(wall_start=phone.link.expires - 1.0)
+    phone.service.pairing.clock = clock  # the hub's own clock, moved past the expiry
     clock.advance(1.0)
-    assert hub.client._code_status(hub.link.code_id, wait=60.0)["state"] == "expired"
-    assert hub.link.wait()["state"] == "expired"
+    assert phone.client._code_status(phone.link.code_id, wait=60.0)["state"] == "expired"
+    assert phone.link.wait()["state"] == "expired"
 
 
 def test_stopping_the_hub_answers_a_waiting_long_poll_and_then_the_link_is_unavailable(
-    tmp_path: Path,
+    phone: PhoneHub,
 ) -> None:
-    hub = Hub(tmp_path / "hub")
-    try:
-        waiting = hub.waiting_on_hub(hub.link.code_id, wait=3600.0)
-        assert not waiting.done()
-    finally:
-        hub.embedded.stop()
+    waiting = waiting_on_hub(phone, phone.link.code_id, wait=3600.0)
+    assert not waiting.done()
+    phone.stop()
     assert waiting.result(timeout=BOUND).state == "waiting"
-    outcome = hub.link.wait()
+    outcome = phone.link.wait()
     assert outcome["state"] == "unavailable"
     assert "does not answer" in outcome["error"]
     with pytest.raises(ConductLoopError):
-        hub.client._code_status(hub.link.code_id)
+        phone.client._code_status(phone.link.code_id)
 
 
 @pytest.mark.parametrize(
@@ -218,17 +172,17 @@ def test_stopping_the_hub_answers_a_waiting_long_poll_and_then_the_link_is_unava
     ],
 )
 def test_unknown_codes_and_bad_waits_get_clear_errors(
-    hub: Hub, query: str, status: int, code: str
+    phone: PhoneHub, query: str, status: int, code: str
 ) -> None:
-    got, body = hub.get(query, hub.address.secret)
-    assert (got, body["error"]["code"]) == (status, code)
-    assert body["error"]["message"]
+    reply = code_status(phone, query, phone.address.secret)
+    assert (reply.status, reply.error) == (status, code)
+    assert reply.json()["error"]["message"]
 
 
-def test_the_code_status_needs_the_hubs_secret(hub: Hub) -> None:
+def test_the_code_status_needs_the_hubs_secret(phone: PhoneHub) -> None:
     for secret in (None, "wrong"):
-        got, body = hub.get(f"id={hub.link.code_id}", secret)
-        assert (got, body["error"]["code"]) == (401, "unauthorized")
+        reply = code_status(phone, f"id={phone.link.code_id}", secret)
+        assert (reply.status, reply.error) == (401, "unauthorized")
 
 
 def test_following_a_link_not_made_by_a_hub_is_a_usage_error() -> None:
