@@ -127,25 +127,22 @@ def table(page: Page, agents: Mapping[str, AgentView], now: float) -> str:
         if agent.parent is not None:
             mine = counts.setdefault(agent.parent, {})
             mine[agent.state.value] = mine.get(agent.state.value, 0) + 1
-    head = "".join(
-        f"<th>{name}</th>"
-        for name in ("agent", "state", "activity", "", "cost", "elapsed", "parent")
-    )
+    # a page with no child agents has no use for a parent column
+    parents = any(agent.parent for agent, _ in page.rows)
+    columns = ("agent", "state", "activity", "", "cost", "elapsed") + ("parent",) * parents
+    head = "".join(f"<th>{name}</th>" for name in columns)
     body = []
     for agent, depth in page.rows:
         indent = f' style="padding-left:{8 + 16 * depth}px"' if depth else ""
         mark = "└ " if depth else ""
-        activity = esc(agent.activity, 120)
-        if agent.tool:
-            activity = f"<code>{esc(agent.tool, 40)}</code> {activity}"
-        if agent.error and agent.state is AgentState.FAILED:
-            activity = f'<span class="cl-error">{esc(agent.error, 120)}</span>'
+        activity = _activity(agent)
         stalled = ""
         if agent.stalled:
             reason = esc(agent.stall_reason or "no progress", 200)
             stalled = f'<span title="{reason}" class="cl-alert">⚠ stalled</span>'
         parent = agents.get(agent.parent) if agent.parent else None
         parent_name = esc(parent.name if parent else agent.parent or "", 40)
+        parent_cell = f'<td title="{esc(agent.parent or "")}">{parent_name}</td>' * parents
         cost = usd(agent.cost_usd) if agent.cost_usd or not agent.unpriced_calls else "$?"
         end = agent.ended if agent.ended is not None else now
         body.append(
@@ -154,7 +151,7 @@ def table(page: Page, agents: Mapping[str, AgentView], now: float) -> str:
             f"<b>{esc(agent.name, 60)}</b>{_child_summary(agent, counts)}</td>"
             f"<td>{badge(agent.state)}</td><td>{activity}</td><td>{stalled}</td>"
             f'<td class="cl-n">{cost}</td><td class="cl-n">{elapsed(end - agent.started)}</td>'
-            f'<td title="{esc(agent.parent or "")}">{parent_name}</td></tr>'
+            f"{parent_cell}</tr>"
         )
     first = page.number * PAGE_SIZE + 1
     footer = (
@@ -165,6 +162,21 @@ def table(page: Page, agents: Mapping[str, AgentView], now: float) -> str:
         f'{STYLE}<table class="conductloop-agents"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>{footer}"
     )
+
+
+def _activity(agent: AgentView) -> str:
+    """What an agent is doing; for one that ended, what it ended with (its result, its
+    error), or its last activity marked as past."""
+    if agent.error and agent.state is AgentState.FAILED:
+        return f'<span class="cl-error">{esc(agent.error, 120)}</span>'
+    if agent.state is AgentState.DONE and agent.result:
+        return f'<span class="cl-muted">→</span> {esc(agent.result, 120)}'
+    activity = esc(agent.activity, 120)
+    if agent.state.final:
+        return f'<span class="cl-muted">last: {activity}</span>' if activity else ""
+    if agent.tool:
+        activity = f"<code>{esc(agent.tool, 40)}</code> {activity}"
+    return activity
 
 
 def totals(
@@ -194,6 +206,7 @@ def totals(
             f'<span style="display:block;width:{share:.0f}%;height:8px;background:{colour}">'
             "</span></span>"
         )
+    spend = f'<span style="white-space:nowrap">{spend}</span>'  # one piece: never split
     warning = ""
     if problem:
         warning = f'<div class="cl-error">⚠ {esc(problem, 300)}</div>'

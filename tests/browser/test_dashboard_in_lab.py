@@ -181,7 +181,7 @@ def test_the_dashboard_steers_agents_from_jupyterlab(jupyter_lab: JupyterLab, pa
     expect(question).to_have_count(0)
     expect(inbox).to_contain_text("nothing right now")
     expect(state_of(table, "analyst")).to_have_text("done")
-    expect(row(table, "analyst")).to_contain_text("analysing sales_2025")
+    expect(row(table, "analyst")).to_contain_text("→ analysed sales_2025")  # its result
 
     # pick the crawler in the Agent list and pause it; the indexer runs on
     picker = dash.get_by_label("Agent")
