@@ -13,6 +13,9 @@
 - blockbuster is active for every test: a blocking call (sleep, file or socket I/O, a
   contended lock) on *any* thread that runs an event loop raises there.
 - A thread started by a test and still alive after it fails the test.
+
+``own_home`` (not autouse): a hub home folder of the test's own, and no hub named by the
+environment, so a ``Conductor`` or a command the test starts finds or makes its own hub.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +114,11 @@ def _no_leaked_threads() -> Iterator[None]:
     alive = [t.name for t in started if t.is_alive()]
     if alive:
         pytest.fail(f"the test left thread(s) running: {alive}")
+
+
+@pytest.fixture
+def own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.delenv("CONDUCTLOOP_HUB", raising=False)
+    monkeypatch.delenv("CONDUCTLOOP_HUB_SECRET", raising=False)
+    monkeypatch.setenv("CONDUCTLOOP_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

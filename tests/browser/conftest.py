@@ -66,13 +66,8 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def conductor(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[tuple[cl.Conductor, EventRecorder]]:
+def conductor(own_home: Path) -> Iterator[tuple[cl.Conductor, EventRecorder]]:
     """A conductor in this process with its own home, so its embedded hub is this test's."""
-    monkeypatch.delenv("CONDUCTLOOP_HUB", raising=False)
-    monkeypatch.delenv("CONDUCTLOOP_HUB_SECRET", raising=False)
-    monkeypatch.setenv("CONDUCTLOOP_HOME", str(tmp_path / "home"))
     loop = cl.Conductor(name="phone-test")
     recorder = EventRecorder()
     loop.attach(recorder)

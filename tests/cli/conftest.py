@@ -8,8 +8,6 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.delenv("CONDUCTLOOP_HUB", raising=False)
-    monkeypatch.delenv("CONDUCTLOOP_HUB_SECRET", raising=False)
-    monkeypatch.setenv("CONDUCTLOOP_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+def own_home(own_home: Path) -> Path:
+    """Every CLI test has a home of its own (``own_home`` of tests/conftest.py)."""
+    return own_home

@@ -16,11 +16,9 @@ from tests.hub._phone_support import PhoneHub
 
 
 @pytest.fixture(autouse=True)
-def own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.delenv("CONDUCTLOOP_HUB", raising=False)
-    monkeypatch.delenv("CONDUCTLOOP_HUB_SECRET", raising=False)
-    monkeypatch.setenv("CONDUCTLOOP_HOME", str(tmp_path / "runtime-home"))
-    return tmp_path / "runtime-home"
+def own_home(own_home: Path) -> Path:
+    """Every hub test has a home of its own (``own_home`` of tests/conftest.py)."""
+    return own_home
 
 
 @pytest.fixture

@@ -233,11 +233,8 @@ class Procs:
 
 
 @pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.delenv("CONDUCTLOOP_HUB", raising=False)
-    monkeypatch.delenv("CONDUCTLOOP_HUB_SECRET", raising=False)
-    monkeypatch.setenv("CONDUCTLOOP_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+def home(own_home: Path) -> Path:
+    return own_home
 
 
 @pytest.fixture
