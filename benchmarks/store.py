@@ -17,7 +17,7 @@ one runtime, 500 events an agent.
 - **restart**: ``Hub.start()`` on that store: open it, restore the live view of every
   agent and the ring of recent events. Three ways: with the view a clean stop saved (it
   covers every event: nothing to replay); after a crash, with the view saved
-  ``SNAPSHOT_EVERY`` events before the end (a hub saves that often while events come in);
+  ``saved_view.SAVE_EVERY`` events before the end (a hub saves that often while events come in);
   and with no saved view (a store from a version that saved none), replaying every event,
   whose baseline is the same replay with the row-by-row read this package had before (a
   cursor, ``json.loads`` and ``Event(...)`` per row). The full replay's parts are shown
@@ -63,7 +63,7 @@ import pandas as pd  # noqa: E402
 
 from conductloop_jupyter.core.events import Event, EventKind  # noqa: E402
 from conductloop_jupyter.core.view import View  # noqa: E402
-from conductloop_jupyter.hub import snapshot  # noqa: E402
+from conductloop_jupyter.hub import saved_view  # noqa: E402
 from conductloop_jupyter.hub.hub import Hub  # noqa: E402
 from conductloop_jupyter.hub.store import _INSERT, EventStore, _encode  # noqa: E402
 from conductloop_jupyter.notebook.frames import events_frame, events_frame_from_store  # noqa: E402
@@ -233,11 +233,11 @@ def save(path: Path, saved: dict[str, Any] | None) -> None:
     """Make ``saved`` the store's saved view (``None``: remove it), as a hub saves it."""
     with EventStore(path) as store:
         if saved is not None:
-            store.save_state(snapshot.KEY, saved)
+            store.save_state(saved_view.KEY, saved)
     if saved is None:
         conn = sqlite3.connect(path)
         with conn:
-            conn.execute("DELETE FROM meta WHERE key = ?", (snapshot.KEY,))
+            conn.execute("DELETE FROM meta WHERE key = ?", (saved_view.KEY,))
         conn.close()
 
 
@@ -295,14 +295,14 @@ def frame_part(path: Path, n: int, repeat: int) -> dict[str, Any]:
 
 def restart_part(path: Path, n: int, repeat: int) -> dict[str, Any]:
     reference = View()
-    behind = max(0, n - snapshot.SNAPSHOT_EVERY)  # what a crash's saved view covers
+    behind = max(0, n - saved_view.SAVE_EVERY)  # what a crash's saved view covers
     crashed: dict[str, Any] | None = None
     events = make_events(n)
     for store_id, event in enumerate(events, 1):
         reference.apply(event)
         if store_id == behind:
-            crashed = snapshot.capture(reference, (store_id, event))
-    stopped = snapshot.capture(reference, (n, events[-1]))
+            crashed = saved_view.capture(reference, (store_id, event))
+    stopped = saved_view.capture(reference, (n, events[-1]))
     del events
     saved_s, saved = restart(repeat, Hub, path, stopped)
     crash_s, crash = restart(repeat, Hub, path, crashed)
@@ -436,7 +436,7 @@ def main() -> None:
             checks["restart"],
         ),
         Figure(
-            f"  after a crash: the view saved {min(n, snapshot.SNAPSHOT_EVERY):,} events"
+            f"  after a crash: the view saved {min(n, saved_view.SAVE_EVERY):,} events"
             " before the end",
             f"{crash_s:.2f} s",
             f"{restart_s:.2f} s",

@@ -12,7 +12,7 @@ embedded hub, and the tornado handlers in ``app.py`` stay thin.
 - **Commands** go to the runtime that owns the agent or request, which decides (first
   answer wins there); the hub waits for its reply.
 - **Restarts.** The view is saved in the store now and then and on a clean stop
-  (``snapshot.py``); a restart restores it and replays only the events after it, so it
+  (``saved_view.py``); a restart restores it and replays only the events after it, so it
   takes about as long whatever the length of history.
 - **Lost runtimes.** A runtime whose connection closes and does not come back within
   ``lost_after`` seconds has its live agents marked ``lost`` and its open requests
@@ -33,7 +33,7 @@ from ..core.clock import Clock, SystemClock
 from ..core.events import Event, EventKind
 from ..core.states import AgentState
 from ..core.view import View
-from . import snapshot
+from . import saved_view
 from .protocol import (
     ProtocolError,
     client_message_id,
@@ -79,11 +79,11 @@ class Hub:
         command_timeout: float = 10.0,
         clock: Clock | None = None,
         recent: int = RECENT,
-        snapshot_every: int = snapshot.SNAPSHOT_EVERY,
-        snapshot_interval: float = snapshot.SNAPSHOT_INTERVAL,
+        save_every: int = saved_view.SAVE_EVERY,
+        save_interval: float = saved_view.SAVE_INTERVAL,
     ) -> None:
-        if recent < 1 or snapshot_every < 1:
-            raise ValueError("recent and snapshot_every must be at least 1")
+        if recent < 1 or save_every < 1:
+            raise ValueError("recent and save_every must be at least 1")
         self.store = store
         self.view = View()
         self.lost_after = lost_after
@@ -95,8 +95,8 @@ class Hub:
         self._ids = itertools.count(1)
         self.last_id = 0
         self._recent: deque[tuple[int, Event]] = deque(maxlen=recent)
-        self.snapshot_every = snapshot_every
-        self.snapshot_interval = snapshot_interval
+        self.save_every = save_every
+        self.save_interval = save_interval
         #: the store id up to which the last start restored a saved view (0: none)
         self.restored_at = 0
         self._saved_id = 0  # the last event the last saved view covers
@@ -131,7 +131,7 @@ class Hub:
     def _rebuild(self) -> None:
         store = self.store
         store.open()
-        restored = snapshot.restore(store)
+        restored = saved_view.restore(store)
         view, covered = restored if restored is not None else (View(), 0)
         last_id = store.last_id()
         # the recent ring is read by id range, never by reading what the saved view covers
@@ -148,24 +148,24 @@ class Hub:
         log.info(
             "view restored up to event %d, then %d event(s) replayed", covered, last_id - covered
         )
-        if last_id - covered >= self.snapshot_every:
+        if last_id - covered >= self.save_every:
             self._save_view()  # a crash before the next save must not replay all that again
 
     def _save_view(self) -> None:
-        """Hand the view to the store to save (see snapshot.py); never blocks."""
+        """Hand the view to the store to save (see saved_view.py); never blocks."""
         if not self._recent or self._recent[-1][0] != self.last_id:
             return  # no event yet (the recent ring holds the last one)
         started = self._clock.now()
-        state = snapshot.capture(self.view, self._recent[-1])
+        state = saved_view.capture(self.view, self._recent[-1])
         try:
-            self.store.save_state(snapshot.KEY, state)
+            self.store.save_state(saved_view.KEY, state)
         except StoreError:
             return  # the store stopped: the next append or close reports it
         self._saved_id = self.last_id
         now = self._clock.now()
         # capture() copies the whole view on the loop: however large the view grows, the
         # saves made while events come in take at most about 1% of the loop's time
-        self._next_save = now + max(self.snapshot_interval, 100 * (now - started))
+        self._next_save = now + max(self.save_interval, 100 * (now - started))
 
     def opened(self, connection: Connection) -> None:
         assert self._loop is not None
@@ -306,7 +306,7 @@ class Hub:
         self.last_id = fresh[-1][0]
         self._recent.extend(fresh)
         if (
-            self.last_id - self._saved_id >= self.snapshot_every
+            self.last_id - self._saved_id >= self.save_every
             and self._clock.now() >= self._next_save
         ):
             self._save_view()

@@ -26,7 +26,7 @@ import pytest
 from conductloop_jupyter.core.events import Event
 from conductloop_jupyter.core.states import AgentState
 from conductloop_jupyter.core.view import STATE_VERSION, View
-from conductloop_jupyter.hub import snapshot
+from conductloop_jupyter.hub import saved_view
 from conductloop_jupyter.hub.hub import Hub
 from conductloop_jupyter.hub.store import EventStore, StoreError
 from conductloop_jupyter.testing import ManualClock
@@ -149,7 +149,7 @@ async def stop(hub: Hub, *, clean: bool = True) -> None:
 def saved_row(path: Path) -> list[Any]:
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT value FROM meta WHERE key = ?", (snapshot.KEY,)).fetchall()
+        return conn.execute("SELECT value FROM meta WHERE key = ?", (saved_view.KEY,)).fetchall()
     finally:
         conn.close()
 
@@ -161,7 +161,7 @@ def saved_id(rows: list[Any]) -> int:
 
 
 def write_saved(path: Path, text: str) -> None:
-    execute(path, "UPDATE meta SET value = ? WHERE key = ?", text, snapshot.KEY)
+    execute(path, "UPDATE meta SET value = ? WHERE key = ?", text, saved_view.KEY)
 
 
 def execute(path: Path, sql: str, *params: Any) -> None:
@@ -259,11 +259,11 @@ async def test_a_clean_stop_saves_the_view_and_a_restart_replays_nothing(path: P
 async def test_a_crash_after_a_periodic_save_restores_it_and_replays_the_rest(
     path: Path,
 ) -> None:
-    first = await start(path, snapshot_every=100, snapshot_interval=0)
+    first = await start(path, save_every=100, save_interval=0)
     await feed(first, "rt-1", 1, 250)  # saved after 100 and after 200 events
     await stop(first, clean=False)
 
-    hub = await start(path, snapshot_every=100, snapshot_interval=0)
+    hub = await start(path, save_every=100, save_interval=0)
     try:
         assert hub.restored_at == 200
         await assert_restarted_like_a_replay(hub, path, recent=30)
@@ -277,11 +277,11 @@ async def test_a_crash_after_a_periodic_save_restores_it_and_replays_the_rest(
     assert_same_view(hub.view, reference)
 
 
-async def test_while_events_come_in_the_view_is_saved_no_sooner_than_snapshot_interval(
+async def test_while_events_come_in_the_view_is_saved_no_sooner_than_save_interval(
     path: Path,
 ) -> None:
     clock = ManualClock()
-    hub = await start(path, snapshot_every=50, snapshot_interval=5.0, clock=clock)
+    hub = await start(path, save_every=50, save_interval=5.0, clock=clock)
     try:
         await feed(hub, "rt-1", 1, 120)  # the first save at once, after 50 events
         assert saved_id(await asyncio.to_thread(saved_row, path)) == 50
@@ -292,15 +292,15 @@ async def test_while_events_come_in_the_view_is_saved_no_sooner_than_snapshot_in
         await stop(hub, clean=False)
 
 
-async def test_a_restart_after_more_than_snapshot_every_replayed_events_saves_at_once(
+async def test_a_restart_after_more_than_save_every_replayed_events_saves_at_once(
     path: Path,
 ) -> None:
     await asyncio.to_thread(append, path, story("rt-1", 1, 120))  # from a version saving none
-    hub = await start(path, snapshot_every=100)
+    hub = await start(path, save_every=100)
     assert hub.restored_at == 0
     await stop(hub, clean=False)  # killed before any event came in: the save is queued
 
-    again = await start(path, snapshot_every=100)
+    again = await start(path, save_every=100)
     try:
         assert again.restored_at == 120
         await assert_restarted_like_a_replay(again, path, recent=30)
@@ -343,7 +343,7 @@ async def test_a_corrupt_saved_view_is_replaced_by_a_full_replay_with_a_warning(
         text = json.dumps(saved)
     await asyncio.to_thread(write_saved, path, text)
 
-    with caplog.at_level(logging.WARNING, logger="conductloop_jupyter.hub.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="conductloop_jupyter.hub.saved_view"):
         hub = await start(path)
     try:
         assert hub.restored_at == 0
@@ -367,7 +367,7 @@ async def test_a_view_saved_by_another_version_is_not_restored(
     saved["made_by"][["another format", "another package", "another view"].index(made_by)] = 0
     await asyncio.to_thread(write_saved, path, json.dumps(saved))
 
-    with caplog.at_level(logging.INFO, logger="conductloop_jupyter.hub.snapshot"):
+    with caplog.at_level(logging.INFO, logger="conductloop_jupyter.hub.saved_view"):
         hub = await start(path)
     try:
         assert hub.restored_at == 0
@@ -401,7 +401,7 @@ async def test_a_view_saved_beyond_what_the_store_holds_is_not_restored(
 async def test_a_store_that_lost_an_event_saves_no_view_after_it(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = await start(path, snapshot_every=50, snapshot_interval=0)
+    first = await start(path, save_every=50, save_interval=0)
     await feed(first, "rt-1", 1, 60)  # saved after 50
     unstorable = Event(61, 1_767_225_700.0, "rt-1", "rt-1-a3", "log", {"tags": {"a", "set"}})
     first.ingest("rt-1", [unstorable])
@@ -440,7 +440,7 @@ KILLED_HUB = """
 
 async def main(path):
     clock = ManualClock()  # standing still: a save is never put off (see start())
-    hub = Hub(EventStore(path), recent=30, snapshot_every=200, snapshot_interval=0, clock=clock)
+    hub = Hub(EventStore(path), recent=30, save_every=200, save_interval=0, clock=clock)
     await hub.start()
     committed = asyncio.Event()
     seq = 0
@@ -506,7 +506,7 @@ def test_a_hub_killed_mid_stream_restarts_with_the_view_a_full_replay_builds(
     assert killed_hub.wait(10) == -signal.SIGKILL
 
     async def restart() -> tuple[Hub, int]:
-        hub = await start(path, snapshot_every=200)
+        hub = await start(path, save_every=200)
         restored_at = hub.restored_at
         await stop(hub, clean=False)
         return hub, restored_at

@@ -7,9 +7,10 @@ store's ``meta`` table (``EventStore.save_state``):
 - **What**: ``View.state()``, the store id of the last event it covers, that event's
   ``(runtime, seq)``, and what made it: this format, the package version and the view's
   ``STATE_VERSION``.
-- **When**: on a clean stop (``Hub.shutdown``); every ``snapshot_every`` events while
-  they come in, but no sooner than ``snapshot_interval`` seconds after the last save (so
-  a burst costs a bounded share of the loop); and at start after a long replay.
+- **When**: on a clean stop (``Hub.shutdown``); every ``save_every`` events while
+  they come in, but no sooner after the last save than ``save_interval`` seconds or 100
+  times what taking it cost (so saves take at most ~1% of the loop, however large the
+  view); and at start after a long replay.
 - **How**: ``View.state()`` is taken on the loop (a copy, a few ms for thousands of agents)
   and handed to the store, whose writer thread encodes it and writes it in the transaction
   that commits the events it covers, or a later one. A hub killed at any moment leaves
@@ -30,16 +31,16 @@ from ..core.events import Event
 from ..core.view import STATE_VERSION, View
 from .store import EventStore
 
-__all__ = ["FORMAT", "KEY", "SNAPSHOT_EVERY", "SNAPSHOT_INTERVAL", "capture", "restore"]
+__all__ = ["FORMAT", "KEY", "SAVE_EVERY", "SAVE_INTERVAL", "capture", "restore"]
 
 log = logging.getLogger(__name__)
 
 KEY = "hub.view"
 FORMAT = 1
 #: events between two saves: a restart after a crash replays about this many (~0.2 s)
-SNAPSHOT_EVERY = 50_000
+SAVE_EVERY = 50_000
 #: seconds at least between two saves while events come in
-SNAPSHOT_INTERVAL = 1.0
+SAVE_INTERVAL = 1.0
 
 
 def _made_by() -> list[Any]:
