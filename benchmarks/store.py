@@ -21,7 +21,7 @@ one runtime, 500 events an agent.
   and with no saved view (a store from a version that saved none), replaying every event,
   whose baseline is the same replay with the row-by-row read this package had before (a
   cursor, ``json.loads`` and ``Event(...)`` per row). The full replay's parts are shown
-  too: the store's ``iter_events`` alone, and hub.py's own loop (``View.apply`` and the
+  too: the store's ``iter_events`` alone, and the rebuild's own loop (``View.apply`` and the
   recent-events ring) over events already in memory, which no store can make faster.
 
 Every timing is the best of ``--repeat`` runs (3): the machine is shared, and the best run
@@ -242,7 +242,7 @@ def save(path: Path, saved: dict[str, Any] | None) -> None:
 
 
 def hub_loop(events: list[tuple[int, Event]]) -> None:
-    """hub.py's part of a rebuild, verbatim, over events already in memory."""
+    """The loop of ``saved_view.rebuild`` replaying every event, over events already in memory."""
     view = View()
     recent: collections.deque[tuple[int, Event]] = collections.deque(maxlen=50_000)
     last_id = 0
@@ -452,7 +452,8 @@ def main() -> None:
         ),
         Figure("    of which EventStore.iter_events alone", f"{iter_s:.2f} s"),
         Figure(
-            "    of which hub.py's loop (View.apply, recent ring), in memory", f"{loop_s:.2f} s"
+            "    of which the rebuild's loop (View.apply, recent ring), in memory",
+            f"{loop_s:.2f} s",
         ),
         Figure(
             "  each view equals one built event by event",

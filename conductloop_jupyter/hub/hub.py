@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -46,8 +45,6 @@ from .store import EventStore, StoreError
 
 if TYPE_CHECKING:
     from .phone import PhoneService
-
-log = logging.getLogger(__name__)
 
 HUB_RUNTIME = "hub"
 RECENT = 50_000  # events kept in memory for clients catching up
@@ -129,26 +126,12 @@ class Hub:
                 )
 
     def _rebuild(self) -> None:
-        store = self.store
-        store.open()
-        restored = saved_view.restore(store)
-        view, covered = restored if restored is not None else (View(), 0)
-        last_id = store.last_id()
-        # the recent ring is read by id range, never by reading what the saved view covers
-        before = min(covered, store.id_before_last(self._recent.maxlen or 0))
-        self._recent.extend(store.iter_events(before, upto=covered))
-        for store_id, event in store.iter_events(covered, upto=last_id):
-            view.apply(event)
-            self._recent.append((store_id, event))
-        self.view = view
-        self.last_id = last_id
-        self._durable = store.last_seqs()
+        self.store.open()
+        self.view, covered, self.last_id = saved_view.rebuild(self.store, self._recent)
+        self._durable = self.store.last_seqs()
         self._accepted = dict(self._durable)
         self.restored_at = self._saved_id = covered
-        log.info(
-            "view restored up to event %d, then %d event(s) replayed", covered, last_id - covered
-        )
-        if last_id - covered >= self.save_every:
+        if self.last_id - covered >= self.save_every:
             self._save_view()  # a crash before the next save must not replay all that again
 
     def _save_view(self) -> None:

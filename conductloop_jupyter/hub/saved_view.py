@@ -25,13 +25,14 @@ store's ``meta`` table (``EventStore.save_state``):
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 from ..core.events import Event
 from ..core.view import STATE_VERSION, View
 from .store import EventStore
 
-__all__ = ["FORMAT", "KEY", "SAVE_EVERY", "SAVE_INTERVAL", "capture", "restore"]
+__all__ = ["FORMAT", "KEY", "SAVE_EVERY", "SAVE_INTERVAL", "capture", "rebuild", "restore"]
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +97,23 @@ def restore(store: EventStore) -> tuple[View, int] | None:
             exc,
         )
         return None
+
+
+def rebuild(store: EventStore, recent: deque[tuple[int, Event]]) -> tuple[View, int, int]:
+    """The view of every event in ``store``: the saved one and the events after it, or all
+    of them replayed; and ``recent`` filled with the last events. Blocking.
+
+    Returns the view, the store id up to which the saved view gave it (0: none) and the
+    highest store id.
+    """
+    restored = restore(store)
+    view, covered = restored if restored is not None else (View(), 0)
+    last_id = store.last_id()
+    # the recent ring is read by id range, never by reading what the saved view covers
+    before = min(covered, store.id_before_last(recent.maxlen or 0))
+    recent.extend(store.iter_events(before, upto=covered))
+    for store_id, event in store.iter_events(covered, upto=last_id):
+        view.apply(event)
+        recent.append((store_id, event))
+    log.info("view restored up to event %d, then %d event(s) replayed", covered, last_id - covered)
+    return view, covered, last_id
