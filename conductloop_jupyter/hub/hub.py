@@ -8,7 +8,8 @@ embedded hub, and the tornado handlers in ``app.py`` stay thin.
   a reconnect repeats what the hub may already have), given a hub-wide store ``id``,
   applied to the view, handed to the store (group commit on its own thread), and fanned
   out to clients at once. The runtime gets an ``ack`` only once they are committed, so an
-  event is either durable or still in the runtime's replay buffer.
+  event is either durable or still in the runtime's replay buffer; a batch whose commit
+  failed is stored again later (``durability.py``).
 - **Commands** go to the runtime that owns the agent or request, which decides (first
   answer wins there); the hub waits for its reply.
 - **Restarts.** The view is saved in the store now and then and on a clean stop
@@ -33,6 +34,7 @@ from ..core.events import Event, EventKind
 from ..core.states import AgentState
 from ..core.view import View
 from . import saved_view
+from .durability import Durability
 from .protocol import (
     ProtocolError,
     client_message_id,
@@ -88,7 +90,8 @@ class Hub:
         self._clock = clock or SystemClock()
         self.runtimes: dict[str, RuntimeLink] = {}
         self._accepted: dict[str, int] = {}  # runtime -> highest seq applied to the view
-        self._durable: dict[str, int] = {}  # runtime -> highest seq committed
+        #: what is stored of each runtime, and so what it is acked (durability.py)
+        self.durability = Durability(store, self._clock)
         self._ids = itertools.count(1)
         self.last_id = 0
         self._recent: deque[tuple[int, Event]] = deque(maxlen=recent)
@@ -128,8 +131,10 @@ class Hub:
     def _rebuild(self) -> None:
         self.store.open()
         self.view, covered, self.last_id = saved_view.rebuild(self.store, self._recent)
-        self._durable = self.store.last_seqs()
-        self._accepted = dict(self._durable)
+        stored = self.store.last_seqs()
+        assert self._loop is not None
+        self.durability.start(self._loop, stored)
+        self._accepted = dict(stored)
         self.restored_at = self._saved_id = covered
         if self.last_id - covered >= self.save_every:
             self._save_view()  # a crash before the next save must not replay all that again
@@ -178,6 +183,7 @@ class Hub:
                 link.lost_timer.cancel()
         for future in self._replies.values():
             future.cancel()
+        self.durability.cancel()
 
     # -- runtimes ----------------------------------------------------------------------
 
@@ -206,7 +212,7 @@ class Hub:
             "type": "welcome",
             "v": 1,
             "hub": HUB_RUNTIME,
-            "acked": self._durable.get(runtime, 0),
+            "acked": self.durability.acked(runtime),
         }
 
     def runtime_closed(self, runtime: str, connection: Connection) -> None:
@@ -272,17 +278,11 @@ class Hub:
             fresh.append((next(self._ids), event))
         if not fresh:
             if acked is not None:
-                acked(self._durable.get(runtime, 0))
+                acked(self.durability.acked(runtime))
             return
-        loop = self._loop
-        assert loop is not None
-
-        def committed() -> None:
-            loop.call_soon_threadsafe(self._committed, runtime, accepted, acked)
-
         # the store first: if it has failed, this raises before anything is applied, so
         # the runtime keeps these events and replays them (nothing is acked, nothing lost)
-        self.store.append(fresh, committed)
+        self.durability.save(runtime, fresh, acked)
         self._accepted[runtime] = accepted
         for _, event in fresh:
             self.view.apply(event)
@@ -296,12 +296,6 @@ class Hub:
         if self.clients:  # with nobody listening, building their message is wasted work;
             # a client that subscribes later catches up from the recent ring
             self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
-
-    def _committed(self, runtime: str, seq: int, acked: Callable[[int], None] | None) -> None:
-        if seq > self._durable.get(runtime, 0):
-            self._durable[runtime] = seq
-        if acked is not None:
-            acked(seq)
 
     # -- clients -----------------------------------------------------------------------
 

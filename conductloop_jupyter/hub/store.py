@@ -17,7 +17,8 @@
   replays events after a reconnect stores each one once.
 - **Failures are never silent**: when a batch cannot be stored, the writer keeps the error
   and the next ``append`` or ``flush`` raises it (once) as ``StoreError``; the ``done``
-  callbacks of what was not stored are not called, so a runtime replays it.
+  callbacks of what was not stored are not called, and the ``failed`` callbacks of a
+  transaction that failed are, so that the caller can hand those events over again.
 - **Saved state** (``save_state``): plain data derived from the events, e.g. the hub's
   view, so that a restart need not replay all of history. It is written by the writer in
   the transaction of the events appended before it, or a later one, and not at all once
@@ -60,6 +61,15 @@ def _default(value: object) -> object:
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_default).encode
+
+
+def _call(callbacks: list[Callback | None], name: str) -> None:
+    for callback in callbacks:
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("an event store %r callback failed", name)
 
 
 def _data_encoder() -> Callable[[Any], str]:
@@ -124,7 +134,8 @@ def _insert_sql(rows: int) -> str:
 
 _Row = tuple[int | None, str, int, float, str | None, str, str]
 Item = Event | tuple[int, Event]  # an event, or (the store id to give it, the event)
-_Batch = tuple[Sequence[Item], Callable[[], None] | None]
+Callback = Callable[[], None]
+_Batch = tuple[Sequence[Item], Callback | None, Callback | None]  # events, done, failed
 _SAVE_STATE = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 
 
@@ -287,17 +298,25 @@ class EventStore(EventHistory):
 
     # -- writing --------------------------------------------------------------------------
 
-    def append(self, events: Sequence[Item], done: Callable[[], None] | None = None) -> None:
+    def append(
+        self,
+        events: Sequence[Item],
+        done: Callback | None = None,
+        failed: Callback | None = None,
+    ) -> None:
         """Queue ``events`` for the writer; never blocks, so it is safe on an event loop.
 
         An ``(id, event)`` pair stores the event under that id (the hub numbers events itself
         so that it can fan them out before they are committed); a bare event gets the next id.
-        ``done()`` is called from the writer thread once all of them are committed.
+        ``done()`` is called from the writer thread once all of them are committed;
+        ``failed()`` instead if their transaction failed (SQLite refused it: a full disk, a
+        lock held too long), so that none of them was stored and the same ``events`` can be
+        appended again. Data that cannot be serialized fails for good: neither is called.
         Raises ``StoreError`` if an earlier batch could not be stored (nothing is queued then).
         """
         self._check()
         self._raise_error()
-        self._queue.put((events, done))
+        self._queue.put((events, done, failed))
 
     def save_state(self, key: str, value: Any) -> None:
         """Queue ``value`` (plain data, JSON-serializable) to be stored under ``key`` in the
@@ -347,7 +366,7 @@ class EventStore(EventHistory):
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         rows: list[_Row] = []
-        dones: list[Callable[[], None]] = []
+        outcomes: list[tuple[Callback | None, Callback | None]] = []  # done, failed
         states: list[_State] = []
         stopping = False
         try:
@@ -365,15 +384,15 @@ class EventStore(EventHistory):
                     if isinstance(item, _State):
                         states.append(item)
                     else:
-                        self._take(cast(_Batch, item), rows, dones)
+                        self._take(cast(_Batch, item), rows, outcomes)
                         if len(rows) >= self.batch_events:
                             break
                     try:
                         item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
                         break
-                self._commit(conn, rows, dones, states)
-                rows, dones, states = [], [], []
+                self._commit(conn, rows, outcomes, states)
+                rows, outcomes, states = [], [], []
                 for waiter in waiters:
                     waiter.set()
         except BaseException as exc:
@@ -389,8 +408,13 @@ class EventStore(EventHistory):
                 if isinstance(item, threading.Event):
                     item.set()
 
-    def _take(self, batch: _Batch, rows: list[_Row], dones: list[Callable[[], None]]) -> None:
-        events, done = batch
+    def _take(
+        self,
+        batch: _Batch,
+        rows: list[_Row],
+        outcomes: list[tuple[Callback | None, Callback | None]],
+    ) -> None:
+        events, done, failed = batch
         stored = True
         for item in events:
             id_, e = item if isinstance(item, tuple) else (None, item)
@@ -405,14 +429,14 @@ class EventStore(EventHistory):
                 stored = False
                 continue
             rows.append((id_, e.runtime, e.seq, e.ts, e.agent_id, e.kind, data))
-        if done is not None and stored:
-            dones.append(done)
+        if stored:
+            outcomes.append((done, failed))
 
     def _commit(
         self,
         conn: sqlite3.Connection,
         rows: list[_Row],
-        dones: list[Callable[[], None]],
+        outcomes: list[tuple[Callback | None, Callback | None]],
         states: list[_State],
     ) -> None:
         if rows or states:
@@ -428,13 +452,10 @@ class EventStore(EventHistory):
                     conn.execute("ROLLBACK")
                 what = f"a batch of {len(rows)} events" if rows else "saved state"
                 self._fail(f"could not store {what}: {exc}", exc)
+                _call([failed for _, failed in outcomes], "failed")
                 return
             self.commits += 1
-        for done in dones:
-            try:
-                done()
-            except Exception:
-                log.exception("an event store 'done' callback failed")
+        _call([done for done, _ in outcomes], "done")
 
     def _insert(self, conn: sqlite3.Connection, rows: list[_Row]) -> int:
         """Insert ``rows`` in order, up to ``_most_rows`` per statement; the rows stored.

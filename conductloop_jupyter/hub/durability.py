@@ -1,0 +1,102 @@
+"""What the hub has stored of each runtime, and so what it may tell the runtime to forget.
+
+A runtime keeps every event it sent until the hub acks it (``ack`` carries a seq: every
+event up to it is stored). The hub applies a batch to its view and shows it to clients
+before the store commits it; ``Durability.save`` hands the batch to the store and acks
+once it is committed. If the store's transaction fails (a full disk, a lock held too long),
+the batch is handed over again later with the same ids (the view and the clients have it
+already, so the store must hold it under those ids too), after 0.5 s, then 1, 2, ... up to
+30 s between tries. Until it is stored, acks stop just before its first event, even when
+later batches are stored first, so the runtime keeps it too.
+
+A limit: if the hub stops before the store recovers, a restarted hub knows only the highest
+seq stored of each runtime and takes what comes after it, so a refused batch followed by
+stored ones is not stored then, although its runtime still holds it.
+
+Runs on the hub's loop; the store's callbacks come from its writer thread and are moved
+onto the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from ..core.clock import Clock
+from ..core.events import Event
+from .store import EventStore, StoreError
+
+RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds before a failed batch is stored again
+
+Batch = list[tuple[int, Event]]  # (store id, event), the events of one runtime in seq order
+Acked = Callable[[int], None]
+
+
+class Durability:
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.durable: dict[str, int] = {}  # runtime -> highest seq with all before stored
+        self._stored: dict[str, int] = {}  # runtime -> highest seq committed
+        #: runtime -> the first seq of each batch whose commit failed and is tried again
+        self._unstored: dict[str, set[int]] = {}
+        self.retries: set[asyncio.Task[None]] = set()
+
+    def start(self, loop: asyncio.AbstractEventLoop, stored: dict[str, int]) -> None:
+        """From the store's highest seq of each runtime (read off the loop)."""
+        self._loop = loop
+        self.durable = dict(stored)
+        self._stored = dict(stored)
+
+    def acked(self, runtime: str) -> int:
+        """What the runtime may forget: every event up to this seq is stored."""
+        return self.durable.get(runtime, 0)
+
+    def save(self, runtime: str, batch: Batch, acked: Acked | None, attempt: int = 0) -> None:
+        """Hand ``batch`` to the store; ``acked(seq)`` once it is committed.
+
+        Raises ``StoreError`` if the store has failed since it was last asked (nothing is
+        queued then: the caller must not apply the batch, and the runtime replays it).
+        """
+        loop = self._loop
+        assert loop is not None
+        first, last = batch[0][1].seq, batch[-1][1].seq
+
+        def committed() -> None:
+            loop.call_soon_threadsafe(self._committed, runtime, first, last, acked)
+
+        def failed() -> None:
+            loop.call_soon_threadsafe(self._failed, runtime, batch, acked, attempt)
+
+        self.store.append(batch, committed, failed)
+
+    def cancel(self) -> None:
+        """Stop trying again (the hub stops): the runtimes still hold those events."""
+        for retry in self.retries:
+            retry.cancel()
+
+    def _failed(self, runtime: str, batch: Batch, acked: Acked | None, attempt: int) -> None:
+        assert self._loop is not None
+        self._unstored.setdefault(runtime, set()).add(batch[0][1].seq)
+        retry = self._loop.create_task(self._later(runtime, batch, acked, attempt))
+        self.retries.add(retry)
+        retry.add_done_callback(self.retries.discard)
+
+    async def _later(self, runtime: str, batch: Batch, acked: Acked | None, attempt: int) -> None:
+        await self._clock.sleep(min(RETRY_FIRST * 2**attempt, RETRY_MOST))
+        try:
+            self.save(runtime, batch, acked, attempt + 1)
+        except StoreError:  # still failing (and reported once): try again, later
+            self._failed(runtime, batch, acked, attempt + 1)
+
+    def _committed(self, runtime: str, first: int, last: int, acked: Acked | None) -> None:
+        self._stored[runtime] = max(self._stored.get(runtime, 0), last)
+        unstored = self._unstored.get(runtime)
+        if unstored:
+            unstored.discard(first)  # a batch tried again, now stored
+        durable = min(unstored) - 1 if unstored else self._stored[runtime]
+        if durable > self.durable.get(runtime, 0):
+            self.durable[runtime] = durable
+        if acked is not None:
+            acked(self.acked(runtime))
