@@ -77,6 +77,14 @@ async def started(path: Path) -> Hub:
     return hub
 
 
+async def refused(hub: Hub, first: int, last: int, acks: Acks) -> None:
+    """Ingest events ``first``..``last`` while the disk refuses them; return once the store
+    has reported it (once: the next append is taken)."""
+    hub.ingest("rt", events(first, last), acks)
+    with pytest.raises(StoreError, match="disk full"):
+        await asyncio.to_thread(hub.store.flush, BOUND)
+
+
 async def retried(hub: Hub) -> None:
     """Move the hub's clock on until every retry is due; return once each has handed its
     batch to the store again."""
@@ -112,15 +120,11 @@ async def test_a_batch_the_disk_refused_is_stored_once_it_recovers_and_only_then
     acks = Acks()
     try:
         await asyncio.to_thread(disk, path, REFUSE)
-        hub.ingest("rt", events(1, 3), acks)
-        with pytest.raises(StoreError, match="disk full"):  # reported once, nothing applied
-            await asyncio.to_thread(hub.store.flush, BOUND)
+        await refused(hub, 1, 3, acks)
         assert hub.view.agents["a-1"].activity == "s3"  # the view and clients have them
         assert [seq for seq in acks.seen if seq > 0] == []
 
-        hub.ingest("rt", events(4, 5), acks)  # refused too, while the disk is full
-        with pytest.raises(StoreError, match="disk full"):
-            await asyncio.to_thread(hub.store.flush, BOUND)
+        await refused(hub, 4, 5, acks)  # refused too, while the disk is full
         await retried(hub)  # tried again: still full
         with pytest.raises(StoreError, match="disk full"):
             await asyncio.to_thread(hub.store.flush, BOUND)
@@ -144,9 +148,7 @@ async def test_a_later_batch_stored_first_is_not_acked_past_the_refused_one(
     acks = Acks()
     try:
         await asyncio.to_thread(disk, path, REFUSE)
-        hub.ingest("rt", events(1, 3), acks)
-        with pytest.raises(StoreError, match="disk full"):
-            await asyncio.to_thread(hub.store.flush, BOUND)
+        await refused(hub, 1, 3, acks)
         await asyncio.to_thread(disk, path, RECOVER)  # before the first retry is due
         hub.ingest("rt", events(4, 6), acks)
         await asyncio.to_thread(hub.store.flush, BOUND)  # 4..6 are stored now, 1..3 not yet
@@ -168,9 +170,7 @@ async def test_a_replay_of_refused_events_is_not_applied_twice(tmp_path: Path) -
     acks = Acks()
     try:
         await asyncio.to_thread(disk, path, REFUSE)
-        hub.ingest("rt", events(1, 4), acks)
-        with pytest.raises(StoreError, match="disk full"):
-            await asyncio.to_thread(hub.store.flush, BOUND)
+        await refused(hub, 1, 4, acks)
         hub.ingest("rt", events(1, 4), acks)  # the runtime replays what was not acked
         assert hub.last_id == 4  # applied once: the hub holds them, and stores them itself
         await asyncio.to_thread(disk, path, RECOVER)
@@ -188,9 +188,7 @@ async def test_stopping_while_a_batch_waits_for_the_disk_cancels_its_retry(
     hub = await started(path)
     acks = Acks()
     await asyncio.to_thread(disk, path, REFUSE)
-    hub.ingest("rt", events(1, 2), acks)
-    with pytest.raises(StoreError, match="disk full"):
-        await asyncio.to_thread(hub.store.flush, BOUND)
+    await refused(hub, 1, 2, acks)
     assert hub.durability.retries  # one is due
     rows = await stopped(hub)  # no retry left behind (the runner fails a leaked task)
     assert not hub.durability.retries
