@@ -137,10 +137,10 @@ class PhoneLink:
 
         bundle = {"text/plain": repr(self), "text/html": self._repr_html_()}
         if handle is None:
-            handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
+            handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call, unused-ignore]
         else:
             handle.update(bundle, raw=True)
-        in_kernel = getattr(get_ipython(), "kernel", None) is not None  # type: ignore[no-untyped-call]
+        in_kernel = getattr(get_ipython(), "kernel", None) is not None  # type: ignore[no-untyped-call, unused-ignore]
         if handle is not None and self.status is not None and in_kernel:
             threading.Thread(
                 target=self._replace_when_used,
