@@ -122,7 +122,8 @@ class ManualClock:
     """A clock that moves only when a test calls ``advance``.
 
     ``sleep`` waits on the calling loop until the clock has been advanced past its end;
-    ``advance`` can be called from any thread.
+    ``advance`` can be called from any thread. ``await clock.sleepers(n)`` returns once
+    ``n`` sleeps are waiting, so that a test knows an ``advance`` will wake them.
     """
 
     def __init__(self, start: float = 1_000.0, wall_start: float = 1_767_225_600.0) -> None:
@@ -131,6 +132,7 @@ class ManualClock:
         self._lock = threading.Lock()
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._count = 0
+        self._watchers: list[tuple[int, asyncio.Future[None]]] = []  # see sleepers()
 
     def now(self) -> float:
         return self._now
@@ -143,7 +145,22 @@ class ManualClock:
         with self._lock:
             self._count += 1
             heapq.heappush(self._sleepers, (self._now + seconds, self._count, future))
+            self._wake_watchers()
         await future
+
+    async def sleepers(self, count: int = 1) -> None:
+        """Return once at least ``count`` sleeps are waiting on this clock."""
+        future = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._watchers.append((count, future))
+            self._wake_watchers()
+        await future
+
+    def _wake_watchers(self) -> None:  # with the lock held
+        waiting = sum(not f.done() for _, _, f in self._sleepers)
+        for entry in [w for w in self._watchers if w[0] <= waiting]:
+            self._watchers.remove(entry)
+            entry[1].get_loop().call_soon_threadsafe(_resolve, entry[1])
 
     def advance(self, seconds: float) -> None:
         with self._lock:

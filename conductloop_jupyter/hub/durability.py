@@ -27,6 +27,7 @@ from ..core.events import Event
 from .store import EventStore, StoreError
 
 RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds before a failed batch is stored again
+TASK_PREFIX = "conductloop-hub:"  # the name of every task the hub keeps running itself
 
 Batch = list[tuple[int, Event]]  # (store id, event), the events of one runtime in seq order
 Acked = Callable[[int], None]
@@ -79,7 +80,8 @@ class Durability:
     def _failed(self, runtime: str, batch: Batch, acked: Acked | None, attempt: int) -> None:
         assert self._loop is not None
         self._unstored.setdefault(runtime, set()).add(batch[0][1].seq)
-        retry = self._loop.create_task(self._later(runtime, batch, acked, attempt))
+        later = self._later(runtime, batch, acked, attempt)
+        retry = self._loop.create_task(later, name=f"{TASK_PREFIX}store-again")
         self.retries.add(retry)
         retry.add_done_callback(self.retries.discard)
 

@@ -34,7 +34,7 @@ from ..core.events import Event, EventKind
 from ..core.states import AgentState
 from ..core.view import View
 from . import saved_view
-from .durability import Durability
+from .durability import TASK_PREFIX, Durability
 from .protocol import (
     ProtocolError,
     client_message_id,
@@ -66,7 +66,7 @@ class RuntimeLink:
         self.runtime = runtime
         self.info = info
         self.connection: Connection | None = None
-        self.lost_timer: asyncio.TimerHandle | None = None
+        self.lost_timer: asyncio.Task[None] | None = None  # see Hub._lost_later
 
 
 class Hub:
@@ -89,6 +89,7 @@ class Hub:
         self.command_timeout = command_timeout
         self._clock = clock or SystemClock()
         self.runtimes: dict[str, RuntimeLink] = {}
+        self._lost_timers: set[asyncio.Task[None]] = set()  # every link's, even cancelled
         self._accepted: dict[str, int] = {}  # runtime -> highest seq applied to the view
         #: what is stored of each runtime, and so what it is acked (durability.py)
         self.durability = Durability(store, self._clock)
@@ -124,9 +125,7 @@ class Hub:
         for runtime in list(self._accepted):
             if runtime != HUB_RUNTIME and self._live_agents(runtime):
                 # it may come back: give it time to reconnect before calling it lost
-                self._link(runtime, {}).lost_timer = self._loop.call_later(
-                    max(self.lost_after, 10.0), self._mark_lost, runtime
-                )
+                self._lose_later(self._link(runtime, {}), max(self.lost_after, 10.0))
 
     def _rebuild(self) -> None:
         self.store.open()
@@ -178,12 +177,16 @@ class Hub:
         store, which writes it)."""
         if self.last_id != self._saved_id:
             self._save_view()
-        for link in self.runtimes.values():
-            if link.lost_timer is not None:
-                link.lost_timer.cancel()
+        for timer in self._lost_timers:
+            timer.cancel()
         for future in self._replies.values():
             future.cancel()
         self.durability.cancel()
+
+    async def settled(self) -> None:
+        """After ``shutdown``: return once its cancelled timers have ended."""
+        timers = [*self._lost_timers, *self.durability.retries]
+        await asyncio.gather(*timers, return_exceptions=True)
 
     # -- runtimes ----------------------------------------------------------------------
 
@@ -225,8 +228,7 @@ class Hub:
                 future.set_exception(
                     ProtocolError("runtime_gone", f"runtime {runtime} disconnected")
                 )
-        assert self._loop is not None
-        link.lost_timer = self._loop.call_later(self.lost_after, self._mark_lost, runtime)
+        self._lose_later(link, self.lost_after)
 
     def _live_agents(self, runtime: str) -> list[str]:
         return [
@@ -234,6 +236,21 @@ class Hub:
             for a in self.view.agents.values()
             if a.runtime == runtime and not a.state.final
         ]
+
+    def _lose_later(self, link: RuntimeLink, delay: float) -> None:
+        """Mark ``link``'s runtime lost after ``delay`` seconds of the hub's clock, unless
+        it comes back (``runtime_hello`` cancels the timer)."""
+        assert self._loop is not None
+        if link.lost_timer is not None:
+            link.lost_timer.cancel()
+        lost = self._lost_later(link.runtime, delay)
+        link.lost_timer = timer = self._loop.create_task(lost, name=f"{TASK_PREFIX}lost")
+        self._lost_timers.add(timer)
+        timer.add_done_callback(self._lost_timers.discard)
+
+    async def _lost_later(self, runtime: str, delay: float) -> None:
+        await self._clock.sleep(delay)
+        self._mark_lost(runtime)
 
     def _mark_lost(self, runtime: str) -> None:
         link = self.runtimes.get(runtime)

@@ -23,6 +23,7 @@ from typing import IO
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from ..core.clock import Clock
 from ..core.errors import ConductLoopError
 from .app import make_hub_app
 from .discovery import HubAddress, read_hub_file, remove_hub_file, write_hub_file
@@ -47,12 +48,14 @@ class HubServer:
         port: int = 0,
         secret: str | None = None,
         lost_after: float = 3.0,
+        clock: Clock | None = None,
     ) -> None:
         self.home = Path(home)
         self.host = host
         self.port = port
         self.secret = secret or ""  # else read or made by bind(): <home>/hub.secret
         self.lost_after = lost_after
+        self.clock = clock  # the hub's (tests pass a ManualClock)
         self.hub: Hub | None = None
         self.address: HubAddress | None = None
         self._sockets: list[socket.socket] = []
@@ -97,7 +100,7 @@ class HubServer:
         """Open the store, rebuild the view, listen, and write ``hub.json``."""
         address = self.address if self.address is not None else await asyncio.to_thread(self.bind)
         store = EventStore(self.home / "events.sqlite3")
-        hub = Hub(store, lost_after=self.lost_after)
+        hub = Hub(store, lost_after=self.lost_after, clock=self.clock)
         try:
             await hub.start()
         except BaseException:
@@ -131,6 +134,7 @@ class HubServer:
             if self.hub.phone is not None:
                 await self.hub.phone.stop()  # a second stop does nothing
             self.hub.shutdown()
+            await self.hub.settled()
 
     def release(self) -> None:
         """Commit and close the store, remove ``hub.json``, free the home. Blocking."""

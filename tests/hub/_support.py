@@ -18,6 +18,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from conductloop_jupyter.core.clock import Clock
 from conductloop_jupyter.hub.discovery import HubAddress
 from conductloop_jupyter.hub.server import HubServer
 
@@ -30,9 +31,9 @@ Message = dict[str, Any]
 
 @asynccontextmanager
 async def running_hub(
-    home: Path, *, lost_after: float = 0.2
+    home: Path, *, lost_after: float = 0.2, clock: Clock | None = None
 ) -> AsyncIterator[tuple[HubServer, HubAddress]]:
-    server = HubServer(home, lost_after=lost_after)
+    server = HubServer(home, lost_after=lost_after, clock=clock)
     await asyncio.to_thread(server.bind)  # the home's lock and folder: file I/O, off the loop
     address = await server.start()
     try:

@@ -243,6 +243,19 @@ async def test_manual_clock_can_be_advanced_from_another_thread() -> None:
     assert clock.now() == 1_005.0
 
 
+async def test_manual_clock_sleepers_returns_once_that_many_sleeps_wait() -> None:
+    clock = ManualClock()
+    two = asyncio.create_task(clock.sleepers(2))
+    first = asyncio.create_task(clock.sleep(1))
+    await _yield()
+    assert not two.done()  # one sleep is waiting, not two
+    second = asyncio.create_task(clock.sleep(1))
+    await asyncio.wait_for(two, timeout=10)
+    await asyncio.wait_for(clock.sleepers(2), timeout=10)  # already true: at once
+    clock.advance(1)
+    await asyncio.gather(first, second)
+
+
 async def test_a_conductor_on_a_manual_clock_stamps_events_with_its_time() -> None:
     clock = ManualClock(wall_start=1_767_225_600.0)
     async with cl.Conductor(clock=clock) as loop:
