@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from tornado import web, websocket
 
 from ..core.errors import UsageError
-from .hub import Hub, request_row, serve_client_message
+from .commands import serve_client_message
+from .hub import Hub, request_row
 from .phone import check_phone_options
 from .protocol import (
     MAX_CLIENT_MESSAGE,

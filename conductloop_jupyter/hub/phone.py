@@ -33,7 +33,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ..core.errors import PairingError, UsageError
-from .hub import Hub, serve_client_message
+from .commands import serve_client_message
+from .hub import Hub
 from .pairing import CodeStatus, Device, Pairing, code_id
 from .protocol import (
     MAX_CLIENT_MESSAGE,
