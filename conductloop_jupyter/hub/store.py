@@ -23,15 +23,14 @@
   view, so that a restart need not replay all of history. It is written by the writer in
   the transaction of the events appended before it, or a later one, and not at all once
   this store has lost an event: stored state always describes events the store holds.
-- **Schema**: ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``, one transaction each;
-  a database newer than this code is refused rather than misread.
+- **Schema** (``schema.py``): ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``, one
+  transaction each; a database newer than this code is refused rather than misread.
 - **Reading** is ``EventHistory``'s (``history.py``), which this class extends.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from typing import Any, cast
 from ..core.errors import ConductLoopError
 from ..core.events import Event
 from .history import EventColumns, EventHistory
+from .schema import MIGRATIONS, MOST_ROWS, SAVE_STATE, insert_sql
 
 __all__ = ["MIGRATIONS", "EventColumns", "EventStore", "StoreError"]
 
@@ -114,29 +114,10 @@ def _encode_in_pieces(value: Any, depth: int = 3) -> str:
 
 
 _STOP = object()
-# INSERT OR IGNORE, but only for a stored (runtime, seq): a clash of explicit ids is a bug
-_INSERT = (
-    "INSERT INTO events (id, runtime, seq, ts, agent_id, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (runtime, seq) DO NOTHING"
-)
-_MOST_ROWS = 1024  # rows in one INSERT statement (fewer if SQLite takes fewer parameters)
-
-
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    """``_INSERT`` for ``rows`` rows at once."""
-    values = ",".join(["(?,?,?,?,?,?,?)"] * rows)
-    return (
-        f"INSERT INTO events (id, runtime, seq, ts, agent_id, kind, data) VALUES {values}"
-        " ON CONFLICT (runtime, seq) DO NOTHING"
-    )
-
-
 _Row = tuple[int | None, str, int, float, str | None, str, str]
 Item = Event | tuple[int, Event]  # an event, or (the store id to give it, the event)
 Callback = Callable[[], None]
 _Batch = tuple[Sequence[Item], Callback | None, Callback | None]  # events, done, failed
-_SAVE_STATE = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,24 +130,6 @@ class _State:
 
 class StoreError(ConductLoopError):
     """The event store cannot be opened, or could not store events."""
-
-
-def _schema_v1(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-    conn.execute(
-        "CREATE TABLE events (id INTEGER PRIMARY KEY, runtime TEXT NOT NULL,"
-        " seq INTEGER NOT NULL, ts REAL NOT NULL, agent_id TEXT, kind TEXT NOT NULL,"
-        " data TEXT NOT NULL, UNIQUE (runtime, seq))"
-    )
-    conn.execute("CREATE INDEX events_agent ON events (agent_id, id)")
-    conn.execute(
-        "CREATE TABLE runtimes (runtime TEXT PRIMARY KEY, info TEXT NOT NULL,"
-        " first_seen REAL NOT NULL, last_seen REAL NOT NULL)"
-    )
-
-
-#: ``MIGRATIONS[i]`` upgrades a database at schema version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_schema_v1]
 
 
 class EventStore(EventHistory):
@@ -234,7 +197,7 @@ class EventStore(EventHistory):
                 raise StoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
             raise
         limit = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 7)
-        self._most_rows = min(_MOST_ROWS, 1 << (limit.bit_length() - 1))
+        self._most_rows = min(MOST_ROWS, 1 << (limit.bit_length() - 1))
         self._writer = threading.Thread(
             target=self._write_loop, args=(conn,), name="conductloop-store", daemon=True
         )
@@ -470,7 +433,7 @@ class EventStore(EventHistory):
         while at < len(rows):
             size = min(self._most_rows, 1 << ((len(rows) - at).bit_length() - 1))
             params = list(chain.from_iterable(rows[at : at + size]))
-            stored += conn.execute(_insert_sql(size), params).rowcount
+            stored += conn.execute(insert_sql(size), params).rowcount
             at += size
         return stored
 
@@ -489,7 +452,7 @@ class EventStore(EventHistory):
         except (TypeError, ValueError, RecursionError) as exc:
             log.error("state %r not saved: it is not JSON-serializable: %s", state.key, exc)
             return
-        conn.execute(_SAVE_STATE, (state.key, text))
+        conn.execute(SAVE_STATE, (state.key, text))
 
     # -- reading (EventHistory's methods), and the runtimes (blocking) --------------------
 
