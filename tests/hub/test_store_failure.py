@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -71,39 +73,58 @@ class Acks:
         await asyncio.wait_for(wait(), BOUND)
 
 
-async def started(path: Path) -> Hub:
+@dataclass
+class FullDisk:
+    """A started hub whose store's disk refuses every insert until ``recover()``."""
+
+    hub: Hub
+    path: Path
+    acks: Acks = field(default_factory=Acks)
+    rows: list[tuple[int, int]] = field(default_factory=list)  # stored, once it stopped
+
+    async def refused(self, first: int, last: int) -> None:
+        """Ingest events ``first``..``last`` while the disk refuses them; return once the
+        store has reported it (once: the next append is taken)."""
+        self.hub.ingest("rt", events(first, last), self.acks)
+        with pytest.raises(StoreError, match="disk full"):
+            await asyncio.to_thread(self.hub.store.flush, BOUND)
+
+    async def recover(self) -> None:
+        await asyncio.to_thread(disk, self.path, RECOVER)
+
+    async def retried(self) -> None:
+        """Move the hub's clock on until every retry is due; return once each has handed
+        its batch to the store again."""
+        due = list(self.hub.durability.retries)
+        assert due, "no batch is waiting to be stored again"
+        clock = self.hub._clock
+        assert isinstance(clock, ManualClock)
+        clock.advance(LATER)
+        await asyncio.wait_for(asyncio.gather(*due), BOUND)
+
+    def positive_acks(self) -> list[int]:
+        return [seq for seq in self.acks.seen if seq > 0]
+
+
+@asynccontextmanager
+async def full_disk(tmp_path: Path) -> AsyncIterator[FullDisk]:
+    """A hub on a full disk; stopped at the end, with what its store holds in ``rows``."""
+    path = tmp_path / "events.sqlite3"
     hub = Hub(EventStore(path), clock=ManualClock())
     await hub.start()
-    return hub
-
-
-async def refused(hub: Hub, first: int, last: int, acks: Acks) -> None:
-    """Ingest events ``first``..``last`` while the disk refuses them; return once the store
-    has reported it (once: the next append is taken)."""
-    hub.ingest("rt", events(first, last), acks)
-    with pytest.raises(StoreError, match="disk full"):
-        await asyncio.to_thread(hub.store.flush, BOUND)
-
-
-async def retried(hub: Hub) -> None:
-    """Move the hub's clock on until every retry is due; return once each has handed its
-    batch to the store again."""
-    due = list(hub.durability.retries)
-    assert due, "no batch is waiting to be stored again"
-    clock = hub._clock
-    assert isinstance(clock, ManualClock)
-    clock.advance(LATER)
-    await asyncio.wait_for(asyncio.gather(*due), BOUND)
-
-
-async def stopped(hub: Hub) -> list[tuple[int, int]]:
-    """Stop the hub; the ``(id, seq)`` of every event its store holds."""
-    hub.shutdown()
-    await asyncio.to_thread(hub.store.close)
-    return await asyncio.to_thread(stored_rows, hub.store.path)
+    scene = FullDisk(hub, path)
+    try:
+        await asyncio.to_thread(disk, path, REFUSE)
+        yield scene
+    finally:
+        hub.shutdown()
+        await hub.settled()
+        await asyncio.to_thread(hub.store.close)
+        scene.rows = await asyncio.to_thread(stored_rows, path)
 
 
 def stored_rows(path: Path) -> list[tuple[int, int]]:
+    """The ``(id, seq)`` of every event the store at ``path`` holds."""
     with sqlite3.connect(path) as conn:
         rows: list[tuple[int, int]] = conn.execute(
             "SELECT id, seq FROM events ORDER BY id"
@@ -115,85 +136,65 @@ def stored_rows(path: Path) -> list[tuple[int, int]]:
 async def test_a_batch_the_disk_refused_is_stored_once_it_recovers_and_only_then_acked(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "events.sqlite3"
-    hub = await started(path)
-    acks = Acks()
-    try:
-        await asyncio.to_thread(disk, path, REFUSE)
-        await refused(hub, 1, 3, acks)
-        assert hub.view.agents["a-1"].activity == "s3"  # the view and clients have them
-        assert [seq for seq in acks.seen if seq > 0] == []
+    async with full_disk(tmp_path) as scene:
+        await scene.refused(1, 3)
+        assert scene.hub.view.agents["a-1"].activity == "s3"  # the view and clients have them
+        assert scene.positive_acks() == []
 
-        await refused(hub, 4, 5, acks)  # refused too, while the disk is full
-        await retried(hub)  # tried again: still full
+        await scene.refused(4, 5)  # refused too, while the disk is full
+        await scene.retried()  # tried again: still full
         with pytest.raises(StoreError, match="disk full"):
-            await asyncio.to_thread(hub.store.flush, BOUND)
-        assert [seq for seq in acks.seen if seq > 0] == []
+            await asyncio.to_thread(scene.hub.store.flush, BOUND)
+        assert scene.positive_acks() == []
 
-        await asyncio.to_thread(disk, path, RECOVER)
-        await retried(hub)
-        await acks.until(lambda seen: 5 in seen)
-        assert hub.durability.acked("rt") == 5
-    finally:
-        rows = await stopped(hub)
-    assert [seq for _, seq in rows] == [1, 2, 3, 4, 5]
-    assert [id_ for id_, _ in rows] == [1, 2, 3, 4, 5]  # the ids the clients were shown
+        await scene.recover()
+        await scene.retried()
+        await scene.acks.until(lambda seen: 5 in seen)
+        assert scene.hub.durability.acked("rt") == 5
+    assert [seq for _, seq in scene.rows] == [1, 2, 3, 4, 5]
+    assert [id_ for id_, _ in scene.rows] == [1, 2, 3, 4, 5]  # the ids the clients saw
 
 
 async def test_a_later_batch_stored_first_is_not_acked_past_the_refused_one(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "events.sqlite3"
-    hub = await started(path)
-    acks = Acks()
-    try:
-        await asyncio.to_thread(disk, path, REFUSE)
-        await refused(hub, 1, 3, acks)
-        await asyncio.to_thread(disk, path, RECOVER)  # before the first retry is due
+    async with full_disk(tmp_path) as scene:
+        hub, acks = scene.hub, scene.acks
+        await scene.refused(1, 3)
+        await scene.recover()  # before the first retry is due
         hub.ingest("rt", events(4, 6), acks)
         await asyncio.to_thread(hub.store.flush, BOUND)  # 4..6 are stored now, 1..3 not yet
         assert acks.seen == [0]  # stored up to 6, but the runtime must keep 1..3
         welcome = hub.runtime_hello(_Nobody(), {"runtime": "rt"})
         assert welcome["acked"] == 0  # a reconnect replays from 1, not from 7
 
-        await retried(hub)
+        await scene.retried()
         await acks.until(lambda seen: 6 in seen)  # the retry stores 1..3
         assert acks.seen == [0, 6]
-    finally:
-        rows = await stopped(hub)
-    assert sorted(seq for _, seq in rows) == [1, 2, 3, 4, 5, 6]
+    assert sorted(seq for _, seq in scene.rows) == [1, 2, 3, 4, 5, 6]
 
 
 async def test_a_replay_of_refused_events_is_not_applied_twice(tmp_path: Path) -> None:
-    path = tmp_path / "events.sqlite3"
-    hub = await started(path)
-    acks = Acks()
-    try:
-        await asyncio.to_thread(disk, path, REFUSE)
-        await refused(hub, 1, 4, acks)
-        hub.ingest("rt", events(1, 4), acks)  # the runtime replays what was not acked
-        assert hub.last_id == 4  # applied once: the hub holds them, and stores them itself
-        await asyncio.to_thread(disk, path, RECOVER)
-        await retried(hub)
-        await acks.until(lambda seen: 4 in seen)
-    finally:
-        rows = await stopped(hub)
-    assert [seq for _, seq in rows] == [1, 2, 3, 4]
+    async with full_disk(tmp_path) as scene:
+        await scene.refused(1, 4)
+        scene.hub.ingest("rt", events(1, 4), scene.acks)  # the runtime replays: not acked
+        assert scene.hub.last_id == 4  # applied once: the hub holds them, stores them itself
+        await scene.recover()
+        await scene.retried()
+        await scene.acks.until(lambda seen: 4 in seen)
+    assert [seq for _, seq in scene.rows] == [1, 2, 3, 4]
 
 
 async def test_stopping_while_a_batch_waits_for_the_disk_cancels_its_retry(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "events.sqlite3"
-    hub = await started(path)
-    acks = Acks()
-    await asyncio.to_thread(disk, path, REFUSE)
-    await refused(hub, 1, 2, acks)
-    assert hub.durability.retries  # one is due
-    rows = await stopped(hub)  # no retry left behind (the runner fails a leaked task)
-    assert not hub.durability.retries
-    assert rows == []  # never stored, never acked: the runtime still holds them
-    assert [seq for seq in acks.seen if seq > 0] == []
+    async with full_disk(tmp_path) as scene:
+        await scene.refused(1, 2)
+        assert scene.hub.durability.retries  # one is due
+    # stopped: no retry left behind (the runner fails a leaked task)
+    assert not scene.hub.durability.retries
+    assert scene.rows == []  # never stored, never acked: the runtime still holds them
+    assert scene.positive_acks() == []
 
 
 class _Nobody:
