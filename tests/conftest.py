@@ -31,6 +31,7 @@ import pytest
 from blockbuster import blockbuster_ctx
 
 from conductloop_jupyter.hub.hub import TASK_PREFIX
+from tests._leaks import fail_on_new_tasks
 
 JP_LOOP = "jp_asyncio_loop"  # pytest-jupyter's loop fixture
 
@@ -56,16 +57,8 @@ def _run_no_leaks(
     extension stops (``jp_serverapp`` in tests/server), not here."""
     before = asyncio.all_tasks(loop)
     loop.run_until_complete(coro)
-    leaked = [
-        t
-        for t in asyncio.all_tasks(loop) - before
-        if not t.done() and not (server and t.get_name().startswith(TASK_PREFIX))
-    ]
-    for task in leaked:
-        task.cancel()
-    if leaked:
-        loop.run_until_complete(asyncio.gather(*leaked, return_exceptions=True))
-        pytest.fail(f"the test left {len(leaked)} task(s) running: {leaked[:5]}")
+    skip = TASK_PREFIX if server else ""
+    fail_on_new_tasks(loop, before, "left running by the test", skip=skip)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

@@ -33,6 +33,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from traitlets.config import Config
 
 from conductloop_jupyter.hub.discovery import HOME_ENV, HUB_ENV, SECRET_ENV
+from tests._leaks import fail_on_new_tasks
 
 EXTENSION = "conductloop_jupyter.serverext"
 
@@ -158,12 +159,7 @@ def jp_serverapp(
     yield app
     # by now the test has ended and the HTTP server has closed its connections
     jp_asyncio_loop.run_until_complete(manager.stop_all_extensions())  # type: ignore[no-untyped-call]
-    left = [t for t in asyncio.all_tasks(jp_asyncio_loop) - before if not t.done()]
-    for task in left:
-        task.cancel()
-    if left:
-        jp_asyncio_loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-        pytest.fail(f"{len(left)} task(s) still running after the extensions stopped: {left[:5]}")
+    fail_on_new_tasks(jp_asyncio_loop, before, "still running after the extensions stopped")
 
 
 # -- a client for the tests, on jp_fetch and jp_ws_fetch ------------------------------------
