@@ -65,7 +65,8 @@ from conductloop_jupyter.core.events import Event, EventKind  # noqa: E402
 from conductloop_jupyter.core.view import View  # noqa: E402
 from conductloop_jupyter.hub import saved_view  # noqa: E402
 from conductloop_jupyter.hub.hub import Hub  # noqa: E402
-from conductloop_jupyter.hub.store import _INSERT, EventStore, _encode  # noqa: E402
+from conductloop_jupyter.hub.schema import insert_sql  # noqa: E402
+from conductloop_jupyter.hub.store import EventStore, _encode  # noqa: E402
 from conductloop_jupyter.notebook.frames import events_frame, events_frame_from_store  # noqa: E402
 
 EVENTS = 1_000_000
@@ -167,7 +168,7 @@ def ingest_raw(events: list[Event], path: Path) -> float:
         start = time.perf_counter()
         for i in range(0, len(rows), 2000):
             conn.execute("BEGIN")
-            conn.executemany(_INSERT, rows[i : i + 2000])
+            conn.executemany(insert_sql(1), rows[i : i + 2000])
             conn.execute("COMMIT")
         return len(rows) / (time.perf_counter() - start)
     finally:
