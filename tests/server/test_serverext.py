@@ -8,6 +8,7 @@ the server's kernels API, so they inherit the environment the extension exports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ T = TypeVar("T")
 
 EXTENSION = "conductloop_jupyter.serverext"
 
-POLL_TIMEOUT = 30.0  # overall deadline of a bounded poll of the server or a kernel
+POLL_TIMEOUT = 30.0  # overall deadline of a wait on the server or a kernel
 CELL_TIMEOUT = 60.0  # the first cell imports pandas and the package in a fresh kernel
 REFUSED = {401, 403}  # Jupyter refuses an unauthenticated API request with 403
 
@@ -62,17 +63,34 @@ def api(name: str) -> str:
     return f"conductloop/api/{name}"
 
 
-async def poll(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """``check()`` until it returns something, with short waits and an overall deadline."""
+async def until_hub(server: Jupyter, check: Callable[[], Awaitable[T | None]], what: str) -> T:
+    """``check()`` now, then again after each change the hub announces on its live stream
+    (``api/ws``, subscribed first, so no change slips between two checks), until it returns
+    something; bounded by an overall deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + POLL_TIMEOUT
-    while True:
-        found = await check()
-        if found is not None:
-            return found
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {POLL_TIMEOUT:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    ws = await server.ws(api("ws"))
+    try:
+        await ws.write_message(json.dumps({"type": "subscribe", "after": 0}))
+        while (found := await check()) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {POLL_TIMEOUT:g} s waiting for {what}")
+            with contextlib.suppress(TimeoutError):  # then check once more, and time out
+                await read_json(ws, remaining)  # the snapshot, then each batch of events
+        return found
+    finally:
+        await close(ws)
+
+
+async def agent_in(server: Jupyter, agent_id: str, state: str) -> dict[str, Any]:
+    """The hub's row of ``agent_id`` once it is in ``state``."""
+
+    async def check() -> dict[str, Any] | None:
+        agents = (await server.fetch(api("agents"))).json()["agents"]
+        return next((a for a in agents if a["agent_id"] == agent_id and a["state"] == state), None)
+
+    return await until_hub(server, check, f"agent {agent_id} to be {state}")
 
 
 async def read_json(ws: WebSocketClientConnection, timeout: float = POLL_TIMEOUT) -> Any:
@@ -181,14 +199,7 @@ async def start_waiting_agent(server: Jupyter, kernel: Kernel) -> tuple[str, str
     cell = await kernel.execute(AGENT_CELL)
     assert cell.reply["status"] == "ok", cell.reply
     agent_id = cell.stdout.split("agent:", 1)[1].strip()
-
-    async def waiting() -> dict[str, Any] | None:
-        agents = (await server.fetch(api("agents"))).json()["agents"]
-        return next(
-            (a for a in agents if a["agent_id"] == agent_id and a["state"] == "waiting"), None
-        )
-
-    row = await poll(waiting, f"agent {agent_id} to be waiting")
+    row = await agent_in(server, agent_id, "waiting")
     return agent_id, row["request_id"]
 
 
@@ -421,14 +432,7 @@ async def test_kernel_agent_waits_for_approval_without_blocking_the_kernel_and_f
         assert second.reply["status"] == "ok"
         assert second.results == ["2"]
 
-        async def waiting() -> dict[str, Any] | None:
-            agents = (await server.fetch(api("agents"))).json()["agents"]
-            return next(
-                (a for a in agents if a["agent_id"] == agent_id and a["state"] == "waiting"),
-                None,
-            )
-
-        row = await poll(waiting, f"agent {agent_id} to be waiting")
+        row = await agent_in(server, agent_id, "waiting")
         assert row["name"] == "deployer"
         request_id = row["request_id"]
 
@@ -443,14 +447,7 @@ async def test_kernel_agent_waits_for_approval_without_blocking_the_kernel_and_f
         )
         assert (approve.code, approve.json()) == (200, {"ok": True, "result": True})
 
-        async def done() -> dict[str, Any] | None:
-            agents = (await server.fetch(api("agents"))).json()["agents"]
-            return next(
-                (a for a in agents if a["agent_id"] == agent_id and a["state"] == "done"),
-                None,
-            )
-
-        await poll(done, f"agent {agent_id} to be done")
+        await agent_in(server, agent_id, "done")
         assert (await server.fetch(api("pending"))).json() == {"pending": []}
 
         third = await kernel.execute('print("result:", await run)')
@@ -497,7 +494,7 @@ async def test_decision_through_the_jupyter_api_is_recorded_as_by_jupyterlab_and
                 None,
             )
 
-        event = await poll(decided, f"request {request_id} to be decided")
+        event = await until_hub(server, decided, f"request {request_id} to be decided")
         assert event["data"]["decision"] == "approved"
         assert event["data"]["by"] == f"jupyterlab:{username}"
         assert event["data"]["note"] == "ship it"
