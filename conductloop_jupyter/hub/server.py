@@ -121,18 +121,16 @@ class HubServer:
 
     async def stop_listening(self) -> None:
         """Close the listener and every connection (runtimes will replay to the next hub)."""
+        if self.hub is not None and self.hub.phone is not None:
+            await self.hub.phone.stop()  # first: its long polls answer while they can
         if self._server is not None:
             self._server.stop()
             if self.hub is not None:
-                if self.hub.phone is not None:  # first: its long polls answer while they can
-                    await self.hub.phone.stop()
                 await self.hub.close_connections()
             await self._server.close_all_connections()
             self._server = None
         self._close_sockets()
         if self.hub is not None:
-            if self.hub.phone is not None:
-                await self.hub.phone.stop()  # a second stop does nothing
             self.hub.shutdown()
             await self.hub.settled()
 
