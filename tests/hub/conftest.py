@@ -3,6 +3,9 @@
 ``phone``: an embedded hub of the test's own whose phone listener is open on loopback
 (see ``_phone_support``). The hub API's tests start their hub inside the test, on the
 test's own loop: ``async with running_hub(...)`` from ``_support``.
+
+``procs``: real subprocesses (``conductloop serve``, runtime scripts) on the test's home,
+``home``; each one is ended when the test ends (see ``_process_support``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.hub._phone_support import PhoneHub
+from tests.hub._process_support import Procs
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +32,17 @@ def phone(tmp_path: Path) -> Iterator[PhoneHub]:
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture
+def home(own_home: Path) -> Path:
+    return own_home
+
+
+@pytest.fixture
+def procs(tmp_path: Path, home: Path) -> Iterator[Procs]:
+    started = Procs(tmp_path, home)
+    try:
+        yield started
+    finally:
+        started.end_all()
