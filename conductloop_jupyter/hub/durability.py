@@ -38,7 +38,6 @@ class Durability:
         self.store = store
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.durable: dict[str, int] = {}  # runtime -> highest seq with all before stored
         self._stored: dict[str, int] = {}  # runtime -> highest seq committed
         #: runtime -> the first seq of each batch whose commit failed and is tried again
         self._unstored: dict[str, set[int]] = {}
@@ -47,12 +46,14 @@ class Durability:
     def start(self, loop: asyncio.AbstractEventLoop, stored: dict[str, int]) -> None:
         """From the store's highest seq of each runtime (read off the loop)."""
         self._loop = loop
-        self.durable = dict(stored)
         self._stored = dict(stored)
 
     def acked(self, runtime: str) -> int:
-        """What the runtime may forget: every event up to this seq is stored."""
-        return self.durable.get(runtime, 0)
+        """What the runtime may forget: every event up to this seq is stored. That is
+        what is committed, unless a batch waits to be stored again: then just before it.
+        (A batch that fails always comes after what was acked, so acks never go back.)"""
+        unstored = self._unstored.get(runtime)
+        return min(unstored) - 1 if unstored else self._stored.get(runtime, 0)
 
     def save(self, runtime: str, batch: Batch, acked: Acked | None, attempt: int = 0) -> None:
         """Hand ``batch`` to the store; ``acked(seq)`` once it is committed.
@@ -94,11 +95,6 @@ class Durability:
 
     def _committed(self, runtime: str, first: int, last: int, acked: Acked | None) -> None:
         self._stored[runtime] = max(self._stored.get(runtime, 0), last)
-        unstored = self._unstored.get(runtime)
-        if unstored:
-            unstored.discard(first)  # a batch tried again, now stored
-        durable = min(unstored) - 1 if unstored else self._stored[runtime]
-        if durable > self.durable.get(runtime, 0):
-            self.durable[runtime] = durable
+        self._unstored.get(runtime, set()).discard(first)  # a batch tried again, now stored
         if acked is not None:
             acked(self.acked(runtime))
