@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import conductloop_jupyter as cl
@@ -98,9 +97,7 @@ def test_runtime_killed_while_waiting_marks_its_agent_lost_and_withdraws_its_req
 
     runtime.popen.kill()
     assert runtime.exit_code() == -signal.SIGKILL
-    killed = time.monotonic()
-    until(lambda: state_of(hub, agent_id) == "lost", "the agent lost", 15)
-    assert time.monotonic() - killed < 8  # lost_after is 3 s
+    until(lambda: state_of(hub, agent_id) == "lost", "the agent lost", 15)  # lost_after 3 s
     assert not request_open(hub, request_id)
 
     decided = hub.events(agent_id=agent_id)
