@@ -5,8 +5,13 @@ keeps the state of every widget model as the front end would, and sends ``comm_m
 the shell channel exactly as the JupyterLab widget manager does for a click or an edit.
 ``SETUP`` runs first in every kernel: it records any error the kernel's loop reports and
 turns blockbuster on for this project's code, so a blocking call on the kernel's loop
-fails the test. No fixture here is autouse: the other tests in this folder are not
-affected.
+fails the test.
+
+``only_our_code_guarded``: the mark for a module whose tests start kernels. In the test
+process, jupyter_client writes connection files and starts the kernel's process on the
+test's loop by design, so there blockbuster guards this project's code only (as in
+tests/server); every other test here keeps the guard of tests/conftest.py. ``kernel`` is
+not autouse.
 """
 
 from __future__ import annotations
@@ -14,17 +19,19 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from blockbuster import blockbuster_ctx
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
 ROOT = Path(__file__).resolve().parents[2]
+SCOPED = "only_our_code_guarded"  # the mark: blockbuster for this project's code only
 CELL_TIMEOUT = 90.0  # the first cell imports pandas, ipywidgets and the package
 WAIT_TIMEOUT = 30.0
 
@@ -52,6 +59,25 @@ except BlockingError:
 else:
     raise AssertionError("blockbuster does not guard the kernel's loop")
 """
+
+
+# -- the guard against blocking calls -----------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{SCOPED}: blockbuster guards only this project's code (kernel tests)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_on_event_loops(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Overrides the guard of tests/conftest.py in this folder: the same, everything on any
+    event loop's thread, unless the test's module is marked ``only_our_code_guarded``.
+    Inside each kernel, ``SETUP`` turns the scoped guard on whatever the mark."""
+    scoped = request.node.get_closest_marker(SCOPED) is not None
+    with blockbuster_ctx("conductloop_jupyter" if scoped else None):
+        yield
 
 
 # -- a kernel, and the front end's side of its comms ---------------------------------------
@@ -219,8 +245,11 @@ async def _kernel(tmp_path: Path, hub: bool) -> AsyncIterator[Kernel]:
         await manager.shutdown_kernel(now=True)
 
 
+KernelFactory = Callable[..., AbstractAsyncContextManager[Kernel]]
+
+
 @pytest.fixture
-def kernel(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Kernel]]:
+def kernel(tmp_path: Path) -> KernelFactory:
     """``async with kernel() as k``: a fresh IPython kernel with folders of its own, that
     has run ``SETUP``. ``kernel(hub=True)``: no ``$CONDUCTLOOP_HUB``, so the kernel's first
     Conductor starts an embedded hub (in ``$CONDUCTLOOP_HOME``, a temporary folder).

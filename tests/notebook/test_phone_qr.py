@@ -15,13 +15,12 @@ import http.client
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import zxingcpp
-from blockbuster import blockbuster_ctx
 from PIL import Image
 
 if TYPE_CHECKING:
@@ -35,13 +34,7 @@ Message = dict[str, Any]
 #: loop, so the cells make that call on a thread and show the link on the loop
 LINK = "link = await asyncio.to_thread"
 
-
-@pytest.fixture(autouse=True)
-def _no_blocking_on_event_loops() -> Iterator[None]:
-    """blockbuster for this project's code only, as in test_dashboard.py: jupyter_client
-    starts kernels with blocking calls on the test's loop by design."""
-    with blockbuster_ctx("conductloop_jupyter"):
-        yield
+pytestmark = pytest.mark.only_our_code_guarded  # jupyter_client blocks on the test's loop
 
 
 def outputs(k: Kernel, display_id: str) -> list[Message]:
