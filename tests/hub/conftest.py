@@ -46,3 +46,9 @@ def procs(tmp_path: Path, home: Path) -> Iterator[Procs]:
         yield started
     finally:
         started.end_all()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """An event store's file in a home of the test's own."""
+    return tmp_path / "home" / "events.sqlite3"

@@ -24,11 +24,6 @@ from tests.hub._snapshot_support import assert_restarted_like_a_replay, start, s
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "home" / "events.sqlite3"
-
-
 # the script: these imports, then story() of _snapshot_support.py, then the rest
 KILLED_HUB_PRELUDE = """from __future__ import annotations
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from conductloop_jupyter.testing import ManualClock
 from tests.hub._snapshot_support import (
     append,
@@ -24,11 +22,6 @@ from tests.hub._snapshot_support import (
     stop,
     story,
 )
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "home" / "events.sqlite3"
 
 
 async def test_a_clean_stop_saves_the_view_and_a_restart_replays_nothing(path: Path) -> None:

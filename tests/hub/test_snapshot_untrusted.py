@@ -27,11 +27,6 @@ from tests.hub._snapshot_support import (
 )
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "home" / "events.sqlite3"
-
-
 @pytest.mark.parametrize("corruption", ["not JSON", "not an object", "a broken view"])
 async def test_a_corrupt_saved_view_is_replaced_by_a_full_replay_with_a_warning(
     path: Path, corruption: str, caplog: pytest.LogCaptureFixture

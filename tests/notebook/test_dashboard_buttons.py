@@ -17,13 +17,12 @@ import conductloop_jupyter as cl
 # Imported here, off any event loop: ``loop.dashboard()`` imports it (and ipywidgets, which
 # reads many files) on first use, and blockbuster fails such an import on the test's loop.
 import conductloop_jupyter.notebook.dashboard
+from tests.notebook.conftest import WAIT_TIMEOUT
 
 if TYPE_CHECKING:
     from tests.notebook.conftest import KernelFactory
 
 pytestmark = pytest.mark.only_our_code_guarded  # jupyter_client blocks on the test's loop
-
-WAIT_TIMEOUT = 30.0
 
 
 INBOX = """

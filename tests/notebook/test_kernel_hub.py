@@ -103,9 +103,12 @@ async def test_a_cell_steers_its_own_kernels_agents_through_the_hub_client(
     async with kernel(hub=True) as k:
         await k.run(MAGIC_AGENTS)
         await k.run(
+            "from conductloop_jupyter.testing import EventRecorder, match\n"
             "hub = await asyncio.to_thread(cl.connect)\n"
-            "while not loop.pending():\n"
-            "    await asyncio.sleep(0.05)\n"
+            "recorder = EventRecorder()\n"
+            "loop.attach(recorder)  # first: a request opened from now on is recorded\n"
+            "if not loop.pending():\n"
+            "    await recorder.wait_for(match('request.opened'), timeout=30)\n"
         )
         assert await k.run("print(hub.approve(loop.pending()[0].id))") == "True\n"
         assert await k.run("print(await shipping)") == "deployed\n"

@@ -15,8 +15,6 @@ import http.client
 import io
 import json
 import re
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,9 +22,7 @@ import zxingcpp
 from PIL import Image
 
 if TYPE_CHECKING:
-    from tests.notebook.conftest import Kernel
-
-KernelFactory = Callable[..., AbstractAsyncContextManager["Kernel"]]
+    from tests.notebook.conftest import Kernel, KernelFactory
 
 Message = dict[str, Any]
 #: ``loop.phone()`` asks the hub and waits for its answer, as any synchronous call in a cell
