@@ -1,5 +1,4 @@
-// ConductLoop phone page: plain ES2020 module, no framework, no build step.
-"use strict";
+// ConductLoop phone page: plain ES2020 module (strict by itself), no framework, no build step.
 
 const $ = (id) => document.getElementById(id);
 const FINAL = new Set(["done", "failed", "stopped", "lost"]);
@@ -102,7 +101,6 @@ function apply(ev) {
     case "agent.state":
       if (!a) break;
       a.state = d.state;
-      a.request_id = d.request_id || null;
       if (FINAL.has(d.state)) { a.ended = ev.ts; a.stalled = false; a.tool = null; }
       break;
     case "usage":
