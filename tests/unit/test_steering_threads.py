@@ -38,6 +38,7 @@ def test_concurrent_decisions_from_many_threads_decide_exactly_once() -> None:
             thread.start()
         for thread in threads:
             thread.join(10)
+        assert len(wins) == 16  # every thread decided: none hung at the barrier
         winners = [who for who, won in wins if won]
         assert len(winners) == 1
         assert loop.request(request_id).decided_by == winners[0]
