@@ -14,11 +14,13 @@ from .core import (
     BudgetExceeded,
     ConductLoopError,
     Context,
+    Decision,
     Event,
     PairingError,
     Request,
     SyncContext,
     UsageError,
+    current_context,
 )
 
 __version__ = "0.1.0"
@@ -40,6 +42,7 @@ __all__ = [
     "ConductLoopError",
     "Conductor",
     "Context",
+    "Decision",
     "Event",
     "Hub",
     "PairingError",
@@ -48,5 +51,6 @@ __all__ = [
     "UsageError",
     "__version__",
     "connect",
+    "current_context",
     "load_ipython_extension",
 ]

@@ -44,7 +44,7 @@ from .hub.server import start_embedded
 from .hub.store import StoreError
 
 if TYPE_CHECKING:
-    from .core.conductor import BaseConductor
+    from .conductor import Conductor
     from .hub.hub import Hub
 
 BATCH_BYTES = MAX_RUNTIME_MESSAGE // 2
@@ -76,7 +76,7 @@ class LinkState(enum.StrEnum):
 class HubLink:
     def __init__(
         self,
-        conductor: BaseConductor,
+        conductor: Conductor,
         target: HubAddress | None,
         home: Path,
         *,
@@ -135,7 +135,7 @@ class HubLink:
 
     def _announce_gap(self) -> None:
         dropped, self._gap = self._gap, []
-        self._conductor._emit(None, "gap", {
+        self._conductor.core.emit(None, "gap", {
             "first_seq": dropped[0], "last_seq": dropped[-1], "dropped": len(dropped),
         })  # fmt: skip
 

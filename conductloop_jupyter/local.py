@@ -15,21 +15,21 @@ import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .core.conductor import BaseConductor
+    from .conductor import Conductor
 
-_CONDUCTORS: weakref.WeakValueDictionary[str, BaseConductor] = weakref.WeakValueDictionary()
-
-
-def register(conductor: BaseConductor) -> None:
-    _CONDUCTORS[conductor._tag] = conductor
+_CONDUCTORS: weakref.WeakValueDictionary[str, Conductor] = weakref.WeakValueDictionary()
 
 
-def owner(item_id: object) -> BaseConductor | None:
+def register(conductor: Conductor) -> None:
+    _CONDUCTORS[conductor.tag] = conductor
+
+
+def owner(item_id: object) -> Conductor | None:
     """The conductor of this process that owns an agent or request id, if any."""
     if not isinstance(item_id, str) or "-" not in item_id:
         return None
     return _CONDUCTORS.get(item_id.rsplit("-", 1)[1])
 
 
-def conductors() -> list[BaseConductor]:
+def conductors() -> list[Conductor]:
     return list(_CONDUCTORS.values())

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .core.context import _ContextBase
+from .core.context import Context, SyncContext
 from .core.events import Event
 
 __all__ = ["EventRecorder", "ManualClock", "Reply", "ScriptError", "ScriptedLLM", "match"]
@@ -88,17 +88,17 @@ class ScriptedLLM:
             )
             raise self._failure
 
-    def _record(self, reply: Reply, ctx: _ContextBase | None) -> Reply:
+    def _record(self, reply: Reply, ctx: Context | SyncContext | None) -> Reply:
         if ctx is not None:
             ctx.usage(reply.model or self.model, reply.input_tokens, reply.output_tokens)
         return reply
 
-    async def complete(self, prompt: str, ctx: _ContextBase | None = None) -> Reply:
+    async def complete(self, prompt: str, ctx: Context | SyncContext | None = None) -> Reply:
         """The next reply; with ``ctx``, its usage is recorded on that agent."""
         await asyncio.sleep(0)  # a real provider call would yield to other agents
         return self._record(self._take(prompt), ctx)
 
-    def complete_sync(self, prompt: str, ctx: _ContextBase | None = None) -> Reply:
+    def complete_sync(self, prompt: str, ctx: Context | SyncContext | None = None) -> Reply:
         """``complete`` for plain ``def`` agents."""
         return self._record(self._take(prompt), ctx)
 

@@ -1,7 +1,6 @@
 """The runtime: pure asyncio + stdlib + genai-prices. No I/O, no UI or server imports."""
 
-from .conductor import BaseConductor
-from .context import Context, SyncContext, ToolSpan
+from .context import Context, SyncContext, ToolSpan, current_context
 from .errors import (
     AgentFailed,
     AgentStopped,
@@ -12,8 +11,10 @@ from .errors import (
     UsageError,
 )
 from .events import KINDS, SCHEMA_VERSION, Event
+from .port import AgentPort
+from .requests import Decision
 from .runs import AgentRun
-from .runtime import EventSink
+from .runtime import EventSink, Runtime
 from .states import TRANSITIONS, AgentState
 from .view import AgentView, Request, View
 
@@ -22,21 +23,24 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRANSITIONS",
     "AgentFailed",
+    "AgentPort",
     "AgentRun",
     "AgentState",
     "AgentStopped",
     "AgentView",
-    "BaseConductor",
     "BudgetExceeded",
     "ConductLoopError",
     "Context",
+    "Decision",
     "Event",
     "EventSink",
     "PairingError",
     "Request",
+    "Runtime",
     "SyncContext",
     "ToolSpan",
     "TransitionError",
     "UsageError",
     "View",
+    "current_context",
 ]

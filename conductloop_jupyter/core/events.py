@@ -153,30 +153,38 @@ class StatusData(TypedDict):
 
 
 class LogData(TypedDict):
+    """``level`` and ``message``; ``ctx.log``'s structured fields sit beside them."""
+
     level: Literal["debug", "info", "warning", "error"]
     message: str
 
 
 class ToolStartedData(TypedDict):
     span: int
+    call_id: str
     tool: str
     args: dict[str, Any]
 
 
 class ToolFinishedData(TypedDict, total=False):
     span: int  # required
+    call_id: str  # required
     tool: str  # required
     ok: bool  # required
     duration_s: float  # required
     error: str
 
 
-class UsageData(TypedDict):
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None  # None: the price is unknown (a warning is logged beside it)
-    priced_by: Literal["caller", "genai-prices", "unknown"]
+class UsageData(TypedDict, total=False):
+    model: str  # required
+    input_tokens: int  # required: every input token, cached ones included
+    output_tokens: int  # required
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: float | None  # required; None: the price is unknown (a warning beside it)
+    priced_by: Literal["caller", "genai-prices", "unknown"]  # required
+    provider: str
 
 
 class RequestOpenedData(TypedDict):
@@ -193,6 +201,7 @@ class RequestDecidedData(TypedDict, total=False):
     by: str  # required
     note: str
     text: str
+    args: dict[str, Any]  # an approval's edited arguments
 
 
 class InstructionData(TypedDict):

@@ -18,20 +18,35 @@ memory of ``limit`` agents plus their finished results.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import AgentFailed, UsageError
+from .errors import AgentFailed, AgentStopped, UsageError
 from .states import AgentState
 
 if TYPE_CHECKING:
-    from .conductor import BaseConductor
     from .runs import AgentRecord, AgentSpec
+    from .runtime import Runtime
 
 Call = tuple["AgentSpec", tuple[Any, ...], dict[str, Any]]
 
 
-def parse_items(conductor: BaseConductor, items: Sequence[Any]) -> list[Call]:
+class FanState:
+    """One ``fan_out`` call of a parent, while it waits: written only here.
+
+    Each child it waits for holds it as ``reports_to``. A parent may run several fan-outs
+    at once (from several of its tasks): each has its own.
+    """
+
+    __slots__ = ("completions", "owner")
+
+    def __init__(self, owner: AgentRecord) -> None:
+        self.owner = owner
+        self.completions: deque[AgentRecord] = deque()  # children that ended, in order
+
+
+def parse_items(runtime: Runtime, items: Sequence[Any]) -> list[Call]:
     """Check every ``(agent_name, *args)`` item before any child starts."""
     if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
         raise UsageError("parallel takes a list of (agent_name, *args) tuples")
@@ -39,7 +54,7 @@ def parse_items(conductor: BaseConductor, items: Sequence[Any]) -> list[Call]:
     for item in items:
         if not isinstance(item, (tuple, list)) or not item:
             raise UsageError(f"each parallel item is a tuple (agent_name, *args), not {item!r}")
-        spec = conductor._spec(item[0])
+        spec = runtime.spec(item[0])
         args = tuple(item[1:])
         spec.check_args(args, {})
         calls.append((spec, args, {}))
@@ -57,8 +72,17 @@ def child_failure(child: AgentRecord) -> AgentFailed | None:
     return error
 
 
+def child_ended(runtime: Runtime, child: AgentRecord) -> None:
+    """Tell the parent waiting in ``fan_out`` (if any) that ``child`` ended."""
+    fan = child.reports_to
+    if fan is not None:
+        child.reports_to = None
+        fan.completions.append(child)
+        runtime.gates.wake(fan.owner)
+
+
 async def fan_out(
-    conductor: BaseConductor,
+    runtime: Runtime,
     parent: AgentRecord,
     calls: list[Call],
     limit: int | None,
@@ -69,19 +93,18 @@ async def fan_out(
         raise UsageError(f"limit must be a positive integer or None, not {limit!r}")
     results: list[Any] = [None] * len(calls)
     running: dict[AgentRecord, int] = {}
+    fan = FanState(parent)
     try:
-        return await _run(
-            conductor, parent, calls, limit, return_exceptions, on_spawn, results, running
-        )
+        return await _run(runtime, fan, calls, limit, return_exceptions, on_spawn, results, running)
     finally:
         for child in running:  # stopped or abandoned: they no longer report here
-            child.notify = None
-        parent.completions.clear()
+            child.reports_to = None
+        fan.completions.clear()
 
 
 async def _run(
-    conductor: BaseConductor,
-    parent: AgentRecord,
+    runtime: Runtime,
+    fan: FanState,
     calls: list[Call],
     limit: int | None,
     return_exceptions: bool,
@@ -89,19 +112,21 @@ async def _run(
     results: list[Any],
     running: dict[AgentRecord, int],
 ) -> list[Any]:
+    parent, completions = fan.owner, fan.completions
+    gates = runtime.gates
     started = 0
     failure: AgentFailed | None = None
     while failure is None and (started < len(calls) or running):
         while started < len(calls) and (limit is None or len(running) < limit):
             spec, args, kwargs = calls[started]
-            child = conductor._spawn(spec, args, kwargs, parent=parent)
-            child.notify = parent
+            child = runtime.spawn(spec, args, kwargs, parent=parent)
+            child.reports_to = fan
             if on_spawn is not None:
                 on_spawn(child)
             running[child] = started
             started += 1
-        while parent.completions and failure is None:
-            child = parent.completions.popleft()
+        while completions and failure is None:
+            child = completions.popleft()
             index = running.pop(child)
             error = child_failure(child)
             if error is None:
@@ -111,12 +136,13 @@ async def _run(
             else:
                 failure = error
         room = started < len(calls) and (limit is None or len(running) < limit)
-        if failure is None and running and not parent.completions and not room:
-            await conductor._block(parent)
-            if parent.stop is not None:
-                raise parent.stop
+        if failure is None and running and not completions and not room:
+            await gates.block(parent)
+            stop = gates.stopped(parent)
+            if stop is not None:
+                raise stop
     if failure is not None:
         for sibling in running:
-            conductor._stop_sibling(sibling, failure)
+            gates.stop(sibling, AgentStopped(f"sibling {failure.agent_id} ended {failure.state}"))
         raise failure
     return results

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import AgentStopped, ConductLoopError, UsageError
+from .errors import ConductLoopError, UsageError
 from .states import AgentState
 
 if TYPE_CHECKING:
-    from .conductor import BaseConductor
+    from .budgets import BudgetState
+    from .fanout import FanState
+    from .gates import GateState
+    from .runtime import Runtime
+    from .stall import StallState
+    from .tools import ToolCalls
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,15 @@ class AgentSpec:
             raise UsageError(f"agent {agent_name!r} is an async generator; make it `async def`")
         return cls(agent_name, fn, inspect.iscoroutinefunction(fn), model, budget, signature)
 
+    @classmethod
+    def inner(cls, name: str, model: str | None) -> AgentSpec:
+        """The spec of a subagent (``ctx.subagent``): it runs inside its parent's code."""
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError("a subagent needs a name: ctx.subagent('writer')")
+        if model is not None and not isinstance(model, str):
+            raise UsageError(f"a subagent's model is a model name, not {model!r}")
+        return cls(name, _inner, True, model, None, _INNER)
+
     def check_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # Whether positional arguments alone bind depends only on how many there are, so
         # that answer is kept per count: ``parallel`` checks each of 100,000 items here, and
@@ -71,35 +84,38 @@ class AgentSpec:
             raise UsageError(f"agent {self.name!r} cannot take these arguments: {known}")
 
 
-class AgentRecord:
-    """Control plumbing of one live agent. Its *state* lives in the view, not here.
+async def _inner(ctx: object) -> None:
+    """A subagent has no function of its own: its parent's code runs it."""
 
-    Touched only on the conductor's loop thread.
+
+_INNER = inspect.signature(_inner)
+
+
+class AgentRecord:
+    """Identity and lifetime of one live agent. Its *state* lives in the view, not here.
+
+    Each collaborator of the runtime keeps its own slice of per-agent state on the record
+    and is the only one to write it: ``gate`` (``gates``: stop, pause, waiters,
+    instructions), ``budget`` (``budgets``), ``stall`` (``stall``), ``reports_to``
+    (``fanout``: the parent's fan-out that waits for it) and ``tools`` (``tools``: its open
+    tool calls). Touched only on the runtime's loop thread.
     """
 
     __slots__ = (
         "agent_id",
-        "budget_limit",
-        "budget_step",
-        "cancels",
+        "budget",
         "children",
-        "completions",
         "final",
-        "instructions",
-        "last_progress",
-        "notify",
+        "gate",
         "outcome",
         "parent",
-        "pause",
-        "repeats",
-        "spans",
+        "reports_to",
         "spec",
         "stall",
         "started",
-        "stop",
+        "subagent",
         "task",
-        "tool_key",
-        "waker",
+        "tools",
     )
 
     def __init__(
@@ -108,30 +124,25 @@ class AgentRecord:
         spec: AgentSpec,
         parent: AgentRecord | None,
         final: asyncio.Future[None],
-        now: float,
+        gate: GateState,
+        stall: StallState,
+        *,
+        subagent: bool = False,
     ) -> None:
         self.agent_id = agent_id
         self.spec = spec
         self.parent = parent
+        self.subagent = subagent  # runs inside its parent's code (``ctx.subagent``)
         self.children: set[AgentRecord] = set()
-        self.notify: AgentRecord | None = None  # a parent waiting in parallel/handoff
-        self.completions: deque[AgentRecord] = deque()  # children that ended, for fan-out
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[Any] | None = None  # the task it runs in, once started
         self.started = False
-        self.stop: AgentStopped | None = None  # set once a stop is requested
-        self.pause = False
-        self.cancels = 0  # task.cancel() calls made to deliver a stop
-        self.waker: asyncio.Future[None] | None = None  # set while blocked in a gate
-        self.instructions: deque[str] = deque()
-        self.budget_limit = spec.budget_usd
-        self.budget_step = spec.budget_usd
         self.final = final
         self.outcome: tuple[AgentState, Any] | None = None
-        self.last_progress = now
-        self.stall: str | None = None  # None, "idle" or "repeat"
-        self.tool_key: tuple[str, str] | None = None
-        self.repeats = 0
-        self.spans = 0
+        self.gate = gate
+        self.stall = stall
+        self.budget: BudgetState | None = None  # ``budgets``: None when nothing limits it
+        self.reports_to: FanState | None = None  # ``fanout``: the parent waiting for it
+        self.tools: ToolCalls | None = None
 
     def descendants(self) -> list[AgentRecord]:
         found, todo = [], list(self.children)
@@ -161,17 +172,17 @@ class AgentRun:
     >>> summary = run.result(timeout=60)   # in a plain script
     """
 
-    __slots__ = ("_conductor", "_record", "agent_id", "name")
+    __slots__ = ("_record", "_runtime", "agent_id", "name")
 
-    def __init__(self, conductor: BaseConductor, record: AgentRecord) -> None:
+    def __init__(self, runtime: Runtime, record: AgentRecord) -> None:
         self.agent_id = record.agent_id
         self.name = record.spec.name
-        self._conductor = conductor
+        self._runtime = runtime
         self._record = record
 
     @property
     def state(self) -> AgentState:
-        return self._conductor._view.agents[self.agent_id].state
+        return self._runtime.view.agents[self.agent_id].state
 
     def done(self) -> bool:
         return self._record.outcome is not None
@@ -182,7 +193,7 @@ class AgentRun:
         Raises ``TimeoutError`` after ``timeout`` seconds. On the thread of the loop the
         agent runs on (a notebook cell), this raises ``UsageError``: use ``await run``.
         """
-        host = self._conductor._host
+        host = self._runtime.host
         if host.on_loop_thread():
             raise UsageError(
                 f"run.result() would block the event loop that {self.agent_id} runs on "
@@ -199,7 +210,7 @@ class AgentRun:
 
     async def _wait(self) -> Any:
         if self._record.outcome is None:
-            host = self._conductor._host
+            host = self._runtime.host
             if asyncio.get_running_loop() is host.loop:
                 await asyncio.shield(self._record.final)
             else:

@@ -20,7 +20,7 @@ RequestKind = Literal["approval", "question", "budget"]
 #: The shape of ``View.state()`` and the rules it was derived by: bump it whenever
 #: ``View.apply`` derives anything differently, so that a hub replays history instead of
 #: restoring a view built by other rules (a change of fields is caught without it).
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class Request:
     decided_by: str | None = None
     answer: str | None = None
     note: str | None = None
+    args: dict[str, Any] | None = None
 
     @property
     def open(self) -> bool:
@@ -290,6 +291,7 @@ class View:
             decided_by=d.get("by"),
             answer=d.get("text"),
             note=d.get("note"),
+            args=d.get("args"),
         )
 
     @staticmethod

@@ -31,7 +31,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..client import Hub
-from ..core.conductor import BaseConductor
+from ..conductor import Conductor
 from ..core.errors import ConductLoopError
 from . import dashboard_html as text
 from .dashboard_source import ConductorSource, HubSource
@@ -62,11 +62,11 @@ class Dashboard:
 
     def __init__(
         self,
-        source: BaseConductor | Hub | Callable[[], Hub],
+        source: Conductor | Hub | Callable[[], Hub],
         *,
         per_second: int = MESSAGES_PER_SECOND,
     ) -> None:
-        if isinstance(source, BaseConductor):
+        if isinstance(source, Conductor):
             self._source: Source = ConductorSource(source)
         elif isinstance(source, Hub) or callable(source):
             self._source = HubSource(source)

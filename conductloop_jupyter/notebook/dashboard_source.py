@@ -34,7 +34,7 @@ from ..core.view import AgentView, View
 
 if TYPE_CHECKING:
     from ..client import Hub
-    from ..core.conductor import BaseConductor
+    from ..conductor import Conductor
 
 Changed = Callable[[str], None]
 
@@ -51,12 +51,13 @@ def _ignore(kind: str) -> None:
 class ConductorSource:
     """The agents of one Conductor, read in place on its loop."""
 
-    def __init__(self, conductor: BaseConductor, *, by: str = "notebook") -> None:
+    def __init__(self, conductor: Conductor, *, by: str = "notebook") -> None:
         self._conductor = conductor
         self.by = by
         # binds the conductor to the running loop (a kernel's) as its first start would
-        self.loop = conductor._host.ensure(can_rebind=not conductor._records)
-        self.view: View = conductor._view
+        core = conductor.core
+        self.loop = core.host.ensure(can_rebind=not core.records)
+        self.view: View = core.view
         self.title = f"conductor {conductor.name}"
         self.problem = ""  # a source that is always connected
         self._changed: Changed = _ignore
@@ -76,11 +77,11 @@ class ConductorSource:
             self._conductor.detach(self)
 
     def budget_usd(self) -> float | None:
-        limit: float | None = self._conductor._budget_limit
+        limit: float | None = self._conductor.budget_usd
         return limit
 
     def now(self) -> float:
-        return self._conductor._clock.wall()
+        return self._conductor.core.clock.wall()
 
     async def command(self, op: str, **fields: Any) -> Any:
         return self._conductor.handle_command({"op": op, "by": self.by, **fields})

@@ -261,10 +261,10 @@ async def test_awaiting_a_run_from_another_loop_works() -> None:
 
     # started from a thread with no running loop: the conductor runs its own loop thread
     run = await asyncio.to_thread(loop.start, "work")
-    assert loop._host.owns_thread
+    assert loop.core.host.owns_thread
     assert await run == "from the other loop"
     await loop.aclose()  # from this loop, without blocking it
-    assert not loop._host.owns_thread
+    assert not loop.core.host.owns_thread
 
 
 def test_closing_stops_running_agents_and_refuses_new_ones() -> None:

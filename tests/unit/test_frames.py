@@ -95,7 +95,7 @@ async def test_a_live_agent_has_no_end_and_its_elapsed_time_follows_the_clock() 
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("May I?")
+            return (await ctx.approve("May I?")).approved
 
         run = loop.start("asks")
         opened = await recorder.wait_for(match("request.opened"))

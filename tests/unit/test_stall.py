@@ -246,7 +246,7 @@ async def test_agent_waiting_for_approval_is_never_marked_stalled() -> None:
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
             ctx.status("about to ask")
-            return await ctx.approve("Deploy to production?")
+            return (await ctx.approve("Deploy to production?")).approved
 
         canary = loop.start("canary")
         run = loop.start("asks")

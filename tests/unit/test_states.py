@@ -88,7 +88,7 @@ async def test_replaying_a_varied_run_finds_only_allowed_transitions_from_queued
 
         @loop.agent
         async def approver(ctx: cl.Context) -> bool:
-            return await ctx.approve("Delete the drafts?")
+            return (await ctx.approve("Delete the drafts?")).approved
 
         @loop.agent
         async def asker(ctx: cl.Context) -> str | None:

@@ -68,7 +68,7 @@ async def test_pause_while_waiting_for_a_human_holds_after_the_decision() -> Non
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Go?")
+            return (await ctx.approve("Go?")).approved
 
         run = loop.start("asks")
         request_id = await opened(recorder, run)

@@ -16,7 +16,7 @@ async def test_approve_resumes_the_agent_with_true_and_reject_with_false() -> No
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Email 40 people?", details={"to": "list"})
+            return (await ctx.approve("Email 40 people?", details={"to": "list"})).approved
 
         yes, no = loop.start("asks"), loop.start("asks")
         yes_id, no_id = await opened(recorder, yes), await opened(recorder, no)
@@ -45,7 +45,7 @@ async def test_first_answer_wins_and_later_ones_learn_who_decided() -> None:
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Deploy?")
+            return (await ctx.approve("Deploy?")).approved
 
         run = loop.start("asks")
         request_id = await opened(recorder, run)
@@ -117,7 +117,7 @@ async def test_an_agent_that_ends_withdraws_its_open_request() -> None:
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Go?")
+            return (await ctx.approve("Go?")).approved
 
         run = loop.start("asks")
         request_id = await opened(recorder, run)

@@ -21,7 +21,7 @@ def test_concurrent_decisions_from_many_threads_decide_exactly_once() -> None:
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Go?")
+            return (await ctx.approve("Go?")).approved
 
         run = loop.start("asks")
         request_id = recorder.wait_for_sync(match("request.opened")).data["request_id"]

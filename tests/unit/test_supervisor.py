@@ -49,7 +49,7 @@ async def test_async_supervisor_sees_every_event_in_seq_order() -> None:
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Go ahead?")
+            return (await ctx.approve("Go ahead?")).approved
 
         runs = [loop.start("worker", n) for n in range(3)]
         asking = loop.start("asks")
@@ -120,7 +120,8 @@ def test_plain_def_supervisor_approves_requests_for_a_script() -> None:
 
         @loop.agent
         def deployer(ctx: cl.SyncContext) -> tuple[bool, bool]:
-            return ctx.approve("Deploy to staging?"), ctx.approve("Deploy to production?")
+            staging = ctx.approve("Deploy to staging?").approved
+            return staging, ctx.approve("Deploy to production?").approved
 
         run = loop.start("deployer")
         assert run.result(timeout=10) == (True, True)

@@ -115,7 +115,7 @@ def test_approve_blocks_the_worker_thread_until_decided_from_the_test_thread() -
 
         @loop.agent
         def mailer(ctx: cl.SyncContext) -> str:
-            ok = ctx.approve("Email 40 people?", details={"to": "list"})
+            ok = ctx.approve("Email 40 people?", details={"to": "list"}).approved
             after.append(ok)
             return "sent" if ok else "held"
 
