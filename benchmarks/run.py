@@ -16,6 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [
+    "import_time.py",
     "agent_step.py",
     "scale.py",
     "phone_latency.py",

@@ -10,18 +10,21 @@ import queue
 import signal
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from . import __version__
 from .client import connect
-from .conductor import Conductor
 from .core.errors import ConductLoopError
-from .core.events import Event
 from .core.steering import usd
-from .core.view import Request
-from .demo import TASKS, build
 from .hub.discovery import resolve_home
-from .hub.server import HubBusy, HubServer
-from .notebook.phone import PhoneLink
+
+# each command imports what it runs (the demo's agents, the hub's server, the QR code):
+# ``conductloop --version`` and ``--help`` start at the cost of the package import alone
+if TYPE_CHECKING:
+    from .conductor import Conductor
+    from .core.events import Event
+    from .core.view import Request
+    from .notebook.phone import PhoneLink
 
 _SHOWN = {"agent.started", "agent.status", "agent.state", "tool.started", "usage"}
 
@@ -65,6 +68,8 @@ def _prompt(request: Request, out: TextIO) -> None:
 
 
 def demo(pace: float, phone: bool = True) -> int:
+    from .demo import TASKS, build
+
     loop, _ = build(pace)
     inbox = _Inbox()
     loop.attach(inbox)
@@ -157,6 +162,9 @@ def serve(
     home: str | None, host: str, port: int, phone: bool = False, phone_host: str | None = None
 ) -> int:
     """Run a hub in the foreground until SIGINT or SIGTERM."""
+    from .hub.server import HubBusy, HubServer
+    from .notebook.phone import PhoneLink
+
     server = HubServer(resolve_home(home), host=host, port=port)
     try:
         address = server.bind()
@@ -214,6 +222,7 @@ def status(home: str | None, as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conductloop", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser("demo", help="run demonstration agents that need you")
     run_demo.add_argument("--pace", type=float, default=0.4, help="seconds between steps")

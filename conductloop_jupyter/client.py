@@ -6,26 +6,25 @@ import functools
 import json
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import pandas as pd
 
 from .core.errors import ConductLoopError, UsageError
 from .core.events import Event
 from .core.view import Request
 from .hub.discovery import HubAddress, find, read_hub_file, resolve_home
-from .hub.server import start_embedded
 from .local import conductors, owner
-from .notebook.frames import agents_frame, events_frame
-from .notebook.phone import PhoneLink
 from .notebook.plot_methods import PlotMethods
 
+# pandas, urllib.request, the hub's server and the QR code are imported by the methods that
+# use them: ``import conductloop_jupyter`` imports this module, and a script that never
+# talks to a hub must not pay for them (issue 10, ``benchmarks/import_time.py``)
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .notebook.dashboard import Dashboard
+    from .notebook.phone import PhoneLink
 
 _USAGE_STATUSES = {400, 404, 409}
 
@@ -60,6 +59,9 @@ class Hub(PlotMethods):
         *,
         timeout: float | None = None,
     ) -> Any:
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(
             self.address.url + path,
             method=method,
@@ -98,6 +100,8 @@ class Hub(PlotMethods):
 
     def agents(self) -> pd.DataFrame:
         """One row per agent of every runtime on the hub."""
+        from .notebook.frames import agents_frame
+
         rows = self._call("GET", "/conductloop/api/agents")["agents"]
         return agents_frame(rows, time.time())
 
@@ -119,6 +123,8 @@ class Hub(PlotMethods):
 
     def events(self, after: int = 0, agent_id: str | None = None) -> pd.DataFrame:
         """Every event on the hub (page by page), with its store ``id``."""
+        from .notebook.frames import events_frame
+
         rows: list[dict[str, Any]] = []
         while True:
             query = {"after": after, "limit": 10_000} | ({"agent_id": agent_id} if agent_id else {})
@@ -152,6 +158,8 @@ class Hub(PlotMethods):
         ttl: float | None = None,
     ) -> PhoneLink:
         """Open the hub's phone listener (if needed) and return a one-time pairing link."""
+        from .notebook.phone import PhoneLink
+
         body = {"host": host, "port": port, "tls": tls, "ttl": ttl}
         found = self._call("POST", "/conductloop/api/phone", body)
         return PhoneLink(
@@ -176,6 +184,8 @@ class Hub(PlotMethods):
 
     def devices(self) -> pd.DataFrame:
         """Paired phones: ``id, name, user_agent, address, created, last_seen``."""
+        import pandas as pd
+
         rows = self._call("GET", "/conductloop/api/devices")["devices"]
         columns = ["id", "name", "user_agent", "address", "created", "last_seen"]
         frame = pd.DataFrame(rows, columns=columns)
@@ -251,6 +261,8 @@ def connect(
     if found is None and any(_embeds(c, where) for c in conductors()):
         # a Conductor of this process will start the embedded hub as soon as its loop gets
         # a turn; in the same cell that turn has not come yet: start it now (idempotent)
+        from .hub.server import start_embedded
+
         address = start_embedded(where)
         if address is not None:
             return Hub(address, by=by)

@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import qrcode
-import qrcode.image.svg
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.errors import ConductLoopError, UsageError
+
+if TYPE_CHECKING:  # qrcode (and PIL with it) load with the first QR code drawn
+    import qrcode
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class PhoneLink:
         return _clock(self.expires)
 
     def _qr(self) -> qrcode.QRCode[Any]:
+        import qrcode
+
         code: qrcode.QRCode[Any] = qrcode.QRCode(
             error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=8, border=3
         )
@@ -77,6 +79,8 @@ class PhoneLink:
 
     def qr_svg(self) -> str:
         """The QR code as SVG text."""
+        import qrcode.image.svg
+
         buffer = io.BytesIO()
         self._qr().make_image(image_factory=qrcode.image.svg.SvgPathImage).save(buffer)
         return buffer.getvalue().decode()

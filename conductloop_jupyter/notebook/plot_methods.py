@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-import plotly.graph_objects as go
-
-from .plots import LiveFigure, spend_figure, timeline_figure
-
+# plotly and pandas (through ``.plots``) load with the first plot, not with the classes
+# that offer these methods: ``Conductor`` and ``Hub`` are imported by every script
 if TYPE_CHECKING:
     import pandas as pd
+    import plotly.graph_objects as go
+
+    from .plots import LiveFigure
 
 
 class PlotMethods:
@@ -32,6 +33,7 @@ class PlotMethods:
 
         >>> loop.plot_spend(by="model")
         """
+        from .plots import LiveFigure, spend_figure
 
         def make() -> go.Figure:
             agents = self.agents()
@@ -45,6 +47,7 @@ class PlotMethods:
 
         >>> loop.plot_timeline()
         """
+        from .plots import LiveFigure, timeline_figure
 
         def make() -> go.Figure:
             return timeline_figure(self.events(), self.agents(), now=self._now())

@@ -47,6 +47,9 @@ guard = blockbuster_ctx("conductloop_jupyter")
 for function in guard.__enter__().functions.values():
     # display() waits for ipykernel's I/O thread to flush stdout: the kernel's own design
     function.can_block_in("ipykernel/iostream.py", "flush")
+    # a module's first import (tornado with the hub link, ipywidgets with %load_ext) runs
+    # its top-level code once, in the cell that first needs it: not the code guarded here
+    function.can_block_in("<frozen importlib._bootstrap>", "_find_and_load")
 from pathlib import Path
 from blockbuster import BlockingError
 from conductloop_jupyter.hub.discovery import read_hub_file
