@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 from .core.clock import Clock
 from .core.errors import ConductLoopError, UsageError
+from .core.pricing import preload
 from .core.runs import AgentRun, AgentSpec
 from .core.runtime import EventSink, Runtime, check_positive
 from .core.steering import COMMAND_FIELDS
@@ -135,6 +136,8 @@ class Conductor(PlotMethods):
         def register_fn(fn: F) -> F:
             spec = AgentSpec.of(fn, name, model, budget_usd)
             self.core.specs[spec.name] = spec
+            if spec.model is not None:
+                preload()  # it will price its usage: load the price data off the loop
             return fn
 
         return register_fn(fn) if fn is not None else register_fn
@@ -297,6 +300,8 @@ class Conductor(PlotMethods):
         if missing:
             raise UsageError(f"command {op!r} needs string field(s): {', '.join(missing)}")
         values = [command[f] for f in fields]
+        if op != "approve" and command.get("args") is not None:  # never dropped unseen
+            raise UsageError(f"edited args go with approving an approval, not with {op!r}")
         if op == "approve":
             return self.approve(values[0], command.get("note"), command.get("args"), by=by)
         if op == "reject":

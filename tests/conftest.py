@@ -31,6 +31,7 @@ import pytest
 from blockbuster import blockbuster_ctx
 
 from conductloop_jupyter.hub.hub import TASK_PREFIX
+from tests._guard import allow_first_imports
 from tests._leaks import fail_on_new_tasks
 
 JP_LOOP = "jp_asyncio_loop"  # pytest-jupyter's loop fixture
@@ -103,7 +104,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 @pytest.fixture(autouse=True)
 def _no_blocking_on_event_loops() -> Iterator[None]:
-    with blockbuster_ctx():
+    with blockbuster_ctx() as blockbuster:
+        allow_first_imports(blockbuster)
         yield
 
 

@@ -8,9 +8,28 @@ own rate, and the rest at the plain input rate.
 
 from __future__ import annotations
 
+import sys
+import threading
 from functools import lru_cache
 
 from .errors import UsageError
+
+_preload_lock = threading.Lock()
+_preloading: threading.Thread | None = None
+
+
+def preload() -> None:
+    """Import genai-prices on a daemon thread, once, so that the first ``price_usd`` does
+    not hold an agents' loop while it loads (~0.18 s: pydantic and its price data)."""
+    global _preloading
+    with _preload_lock:
+        if _preloading is None and "genai_prices" not in sys.modules:
+            _preloading = threading.Thread(target=_import, name="conductloop-prices", daemon=True)
+            _preloading.start()
+
+
+def _import() -> None:
+    import genai_prices  # noqa: F401
 
 
 @lru_cache(maxsize=4096)

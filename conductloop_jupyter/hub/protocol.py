@@ -163,6 +163,12 @@ def parse_command(command: Any) -> dict[str, Any]:
     for field in ("note", "by"):
         if command.get(field) is not None and not isinstance(command[field], str):
             raise ProtocolError("bad_message", f"field {field!r} must be a string")
+    if command.get("args") is not None and (
+        op != "approve" or not isinstance(command["args"], dict)
+    ):
+        raise ProtocolError(
+            "bad_message", "field 'args' (edited arguments) is an object of 'approve'"
+        )
     return command
 
 

@@ -334,8 +334,13 @@ class Dashboard:
 
     # -- clicks (on the kernel's thread: the source's loop in a notebook) ----------------
 
-    def _decide(self, request_id: str, op: str, answer: str | None) -> None:
-        fields = {"request_id": request_id} | ({"text": answer} if answer is not None else {})
+    def _decide(self, request_id: str, op: str, answer: str | None, note_box: Any = None) -> None:
+        fields: dict[str, Any] = {"request_id": request_id}
+        if answer is not None:
+            fields["text"] = answer
+        note = getattr(note_box, "value", None)
+        if isinstance(note, str) and note.strip():
+            fields["note"] = note.strip()  # reaches the agent: Decision.note
         self._act(op, fields)
 
     def _answer_from(self, request_id: str, box: Any) -> None:

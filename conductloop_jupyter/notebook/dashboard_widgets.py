@@ -24,7 +24,8 @@ from . import dashboard_html as text
 MAX_CHOICE_BUTTONS = 6  # more choices than this are offered in a drop-down
 
 #: ``decide(request_id, op, answer_or_None)`` and ``answer_from(request_id, field)``
-Decide = Callable[[str, str, str | None], None]
+#: (request id, op, answer text or None, the card's note box or None)
+Decide = Callable[[str, str, str | None, Any], None]
 AnswerFrom = Callable[[str, Any], None]
 
 
@@ -132,10 +133,10 @@ class Card:
 
 def card_cost(request: Request) -> int:
     """Messages a card for ``request`` costs to create (one per widget): box and text,
-    then Approve/Reject, or a button per choice (a drop-down and Answer past
+    then a note box and Approve/Reject, or a button per choice (a drop-down and Answer past
     ``MAX_CHOICE_BUTTONS``) or a text box and Answer, and Decline."""
     if request.kind != "question":
-        return 4
+        return 5
     if request.choices and len(request.choices) <= MAX_CHOICE_BUTTONS:
         return 3 + len(request.choices)
     return 5
@@ -148,15 +149,16 @@ def make_card(
     parts: list[Any] = [kit.html(text.request_card(request, agent), grow=True)]
     rid = request.id
 
-    def on_click(button: Any, *args: Any) -> None:
-        button.on_click(lambda _button: decide(rid, *args))
+    def on_click(button: Any, op: str, answer: str | None, note: Any = None) -> None:
+        button.on_click(lambda _button: decide(rid, op, answer, note))
 
     if request.kind != "question":
+        note = kit.text("why (optional): the agent reads it", "Note")
         approve = kit.button("Approve", "success", f"approve {rid}")
         reject = kit.button("Reject", "danger", f"reject {rid}")
-        on_click(approve, "approve", None)
-        on_click(reject, "reject", None)
-        parts += [approve, reject]
+        on_click(approve, "approve", None, note)
+        on_click(reject, "reject", None, note)
+        parts += [note, approve, reject]
     elif request.choices and len(request.choices) <= MAX_CHOICE_BUTTONS:
         for choice in request.choices:
             label = choice if len(choice) <= 40 else choice[:39] + "…"  # shown as text

@@ -40,7 +40,9 @@ class Agents:
         async def deploy(ctx: cl.Context, what: str) -> bool:
             ctx.status(f"ready to deploy {what}")
             ctx.usage(input_tokens=1200, output_tokens=300)
-            return await ctx.approve(f"Deploy {what}?", details={"env": what, "replicas": 3})
+            return (
+                await ctx.approve(f"Deploy {what}?", details={"env": what, "replicas": 3})
+            ).approved
 
         @loop.agent
         async def pick(ctx: cl.Context) -> str | None:

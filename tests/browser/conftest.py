@@ -27,6 +27,7 @@ from playwright.sync_api import Browser, Playwright, expect, sync_playwright
 import conductloop_jupyter as cl
 from conductloop_jupyter.hub.server import stop_embedded
 from conductloop_jupyter.testing import EventRecorder
+from tests._guard import allow_first_imports
 from tests.browser._support import Agents, Lab
 
 expect.set_options(timeout=10_000)
@@ -38,6 +39,7 @@ PROFILES = ["Pixel 7", "iPhone 13"]
 def _no_blocking_on_event_loops() -> Iterator[None]:
     """blockbuster for this project's code, on every thread but the test's own."""
     with blockbuster_ctx("conductloop_jupyter") as blockbuster:
+        allow_first_imports(blockbuster)
         for function in blockbuster.functions.values():
             # frames that exist only on the test's thread: the test body and its fixtures
             function.can_block_in("_pytest/python.py", "pytest_pyfunc_call")

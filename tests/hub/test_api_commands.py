@@ -144,7 +144,7 @@ async def test_approve_over_rest_decides_once_and_the_agent_resumes(
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Deploy?", details={"env": "prod"})
+            return (await ctx.approve("Deploy?", details={"env": "prod"})).approved
 
         run = loop.start("asks")
         request_id = await request_of(recorder, run)
@@ -213,7 +213,7 @@ async def test_stop_all_stops_every_agent_of_every_connected_runtime_and_counts_
 
             @loop.agent
             async def waits(ctx: cl.Context) -> bool:
-                return await ctx.approve("Go on?")
+                return (await ctx.approve("Go on?")).approved
 
             for _ in range(count):
                 run = loop.start("waits")
@@ -244,7 +244,7 @@ async def test_a_command_for_an_agent_whose_runtime_disconnected_is_503_runtime_
 
         @loop.agent
         async def waits(ctx: cl.Context) -> bool:
-            return await ctx.approve("Go on?")
+            return (await ctx.approve("Go on?")).approved
 
         run = loop.start("waits")
         request_id = await request_of(recorder, run)

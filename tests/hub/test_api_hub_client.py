@@ -112,7 +112,7 @@ def test_the_hub_client_sees_agents_pending_and_every_event_of_a_runtime(
         @loop.agent
         async def asks(ctx: cl.Context, what: str) -> bool:
             ctx.status(f"asking about {what}")
-            return await ctx.approve(f"Deploy {what}?", details={"what": what})
+            return (await ctx.approve(f"Deploy {what}?", details={"what": what})).approved
 
         first, second = loop.start("asks", "api"), loop.start("asks", "web")
         for run in (first, second):
@@ -156,7 +156,7 @@ def test_the_hub_client_steers_a_runtime_and_each_command_round_trips(
 
         @loop.agent
         async def asks(ctx: cl.Context) -> bool:
-            return await ctx.approve("Deploy?")
+            return (await ctx.approve("Deploy?")).approved
 
         @loop.agent
         async def chooses(ctx: cl.Context) -> tuple[str | None, list[str]]:

@@ -30,6 +30,8 @@ from blockbuster import blockbuster_ctx
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
+from tests._guard import allow_first_imports
+
 ROOT = Path(__file__).resolve().parents[2]
 SCOPED = "only_our_code_guarded"  # the mark: blockbuster for this project's code only
 CELL_TIMEOUT = 90.0  # the first cell imports pandas, ipywidgets and the package
@@ -49,7 +51,9 @@ for function in guard.__enter__().functions.values():
     function.can_block_in("ipykernel/iostream.py", "flush")
     # a module's first import (tornado with the hub link, ipywidgets with %load_ext) runs
     # its top-level code once, in the cell that first needs it: not the code guarded here
-    function.can_block_in("<frozen importlib._bootstrap>", "_find_and_load")
+    function.can_block_in(
+        "<frozen importlib._bootstrap>", {"_find_and_load", "_lock_unlock_module"}
+    )
 from pathlib import Path
 from blockbuster import BlockingError
 from conductloop_jupyter.hub.discovery import read_hub_file
@@ -79,7 +83,8 @@ def _no_blocking_on_event_loops(request: pytest.FixtureRequest) -> Iterator[None
     event loop's thread, unless the test's module is marked ``only_our_code_guarded``.
     Inside each kernel, ``SETUP`` turns the scoped guard on whatever the mark."""
     scoped = request.node.get_closest_marker(SCOPED) is not None
-    with blockbuster_ctx("conductloop_jupyter" if scoped else None):
+    with blockbuster_ctx("conductloop_jupyter" if scoped else None) as blockbuster:
+        allow_first_imports(blockbuster)
         yield
 
 

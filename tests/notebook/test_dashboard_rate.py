@@ -135,7 +135,7 @@ loop = cl.Conductor(name="churn")
 
 @loop.agent
 async def asker(ctx, n):
-    return await ctx.approve(f"Step {n}?")
+    return (await ctx.approve(f"Step {n}?")).approved
 
 display(dashboard := loop.dashboard())
 """

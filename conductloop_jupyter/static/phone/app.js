@@ -273,7 +273,13 @@ function requestCard(r) {
     card.append(dl);
   }
   const act = el("div", "controls");
-  const decide = (op, text) => () => send(text == null ? { op, request_id: r.id } : { op, request_id: r.id, text }, r.id);
+  let note;
+  const decide = (op, text) => () => {
+    const c = { op, request_id: r.id }, n = note && note.value.trim();
+    if (text != null) c.text = text;
+    else if (n) c.note = n;
+    return send(c, r.id);
+  };
   if (r.kind === "question" && r.choices && r.choices.length) {
     for (const c of r.choices) button(act, String(c), "primary", decide("answer", String(c)));
   } else if (r.kind === "question") {
@@ -292,6 +298,10 @@ function requestCard(r) {
     });
     card.append(f);
   } else {
+    note = el("input", "note-in");
+    note.setAttribute("aria-label", "Note");
+    note.placeholder = "Note for the agent (optional)";
+    card.append(note);
     button(act, "Approve", "primary", decide("approve"));
   }
   button(act, "Reject", "", decide("reject"));
