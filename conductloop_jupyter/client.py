@@ -7,6 +7,7 @@ import json
 import os
 import time
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,8 +210,20 @@ class Hub(PlotMethods):
         fields = {extra: args[0]} if args else {}
         return self._command(op, **{key: item_id}, **fields, by=self.by)
 
-    def approve(self, request_id: str, note: str | None = None) -> bool:
-        return bool(self._steer("approve", request_id, note))
+    def approve(
+        self,
+        request_id: str,
+        note: str | None = None,
+        args: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Approve a request; ``note`` and edited ``args`` reach the agent (``Decision``)."""
+        mine = owner(request_id)
+        if mine is not None:
+            return bool(mine.approve(request_id, note, args, by=self.by))
+        edited = dict(args) if args is not None else None
+        return bool(
+            self._command("approve", request_id=request_id, note=note, args=edited, by=self.by)
+        )
 
     def reject(self, request_id: str, note: str | None = None) -> bool:
         return bool(self._steer("reject", request_id, note))
