@@ -26,6 +26,7 @@ from conductloop_jupyter.notebook.plots import (
     timeline_figure,
 )
 from conductloop_jupyter.testing import EventRecorder, ManualClock, match
+from tests._guard import allow_first_imports
 
 # Imported here, off any event loop: importing ipywidgets reads many files (a notebook
 # does that in the cell that shows its first widget), and blockbuster fails such imports.
@@ -42,6 +43,7 @@ def _no_blocking_on_event_loops() -> Iterator[None]:
     each time it creates one (in the cell that shows it).
     """
     with blockbuster_ctx() as blockbuster:
+        allow_first_imports(blockbuster)
         for function in blockbuster.functions.values():
             function.can_block_in("plotly/validator_cache.py", "get_validator")
             function.can_block_in("narwhals/plugins.py", "_discover_entrypoints")

@@ -14,8 +14,11 @@ from collections.abc import Iterator
 import pytest
 from blockbuster import blockbuster_ctx
 
+from tests._guard import allow_first_imports
+
 
 @pytest.fixture(autouse=True)
 def _no_blocking_on_event_loops() -> Iterator[None]:
-    with blockbuster_ctx("conductloop_jupyter"):
+    with blockbuster_ctx("conductloop_jupyter") as blockbuster:
+        allow_first_imports(blockbuster)
         yield

@@ -82,7 +82,7 @@ def _no_blocking_on_event_loops() -> Iterator[BlockBuster]:
     event-loop thread (the extension's handlers, start and stop, the hub) still raises.
     """
     with blockbuster_ctx("conductloop_jupyter") as guard:
-        yield guard
+        yield allow_first_imports(guard)
 
 
 @pytest.fixture(autouse=True)
