@@ -33,6 +33,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from traitlets.config import Config
 
 from conductloop_jupyter.hub.discovery import HOME_ENV, HUB_ENV, SECRET_ENV
+from tests._guard import allow_first_imports
 from tests._leaks import fail_on_new_tasks
 
 EXTENSION = "conductloop_jupyter.serverext"
