@@ -247,9 +247,9 @@ class Conductor(PlotMethods):
         ``note`` reaches the agent (``Decision.note``); ``args`` are edited arguments of an
         approval (``Decision.args``: a framework runs its tool with them).
         """
-        steer = self.core.steering.decide
+        decide = self.core.requests.decide
         return self.core.host.call(
-            steer, request_id, "approved", by or ACTOR.get(), None, note, args
+            decide, request_id, "approved", by or ACTOR.get(), None, note, args
         )
 
     def reject(self, request_id: str, note: str | None = None, *, by: str | None = None) -> bool:
@@ -257,13 +257,13 @@ class Conductor(PlotMethods):
 
         ``note`` reaches the agent: a framework gets it as its rejection message.
         """
-        steer = self.core.steering.decide
-        return self.core.host.call(steer, request_id, "rejected", by or ACTOR.get(), None, note)
+        decide = self.core.requests.decide
+        return self.core.host.call(decide, request_id, "rejected", by or ACTOR.get(), None, note)
 
     def answer(self, request_id: str, text: str, *, by: str | None = None) -> bool:
         """Answer a question; with choices, ``text`` must be one of them."""
-        steer = self.core.steering.decide
-        return self.core.host.call(steer, request_id, "answered", by or ACTOR.get(), text)
+        decide = self.core.requests.decide
+        return self.core.host.call(decide, request_id, "answered", by or ACTOR.get(), text)
 
     def pause(self, agent_id: str, *, by: str | None = None) -> None:
         """Hold the agent (and its children) at its next gate until ``resume``."""

@@ -12,14 +12,13 @@ Pause, resume and stop of an agent apply to its children too (``parallel``/``han
 they are part of its work. ``redirect`` queues a text for that agent only; the next
 ``checkpoint()`` returns it, exactly once, in order.
 
-Requests (``requests``): the first decision wins. Pause, resume and redirect of an agent
+Deciding requests is ``requests``' (the first decision wins). Pause, resume and redirect of an agent
 that has ended raise ``UsageError``; so does any unknown id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .budgets import usd
 from .errors import AgentStopped, UsageError
@@ -79,14 +78,3 @@ class Steering:
         record = runtime.live(agent_id, "redirected")
         runtime.gates.redirect(record, text)
         runtime.emit(agent_id, "instruction", {"text": clip(text), "by": by})
-
-    def decide(
-        self,
-        request_id: str,
-        decision: str,
-        by: str,
-        text: str | None = None,
-        note: str | None = None,
-        args: Mapping[str, Any] | None = None,
-    ) -> bool:
-        return self._runtime.requests.decide(request_id, decision, by, text, note, args)
