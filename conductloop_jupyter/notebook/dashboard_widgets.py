@@ -153,7 +153,7 @@ def make_card(
         button.on_click(lambda _button: decide(rid, op, answer, note))
 
     if request.kind != "question":
-        note = kit.text("why (optional): the agent reads it", "Note")
+        note = kit.text("for the agent (optional)", "Note")
         approve = kit.button("Approve", "success", f"approve {rid}")
         reject = kit.button("Reject", "danger", f"reject {rid}")
         on_click(approve, "approve", None, note)
