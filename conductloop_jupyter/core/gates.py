@@ -15,8 +15,9 @@ start and end of a ``tool`` span, ``parallel``/``handoff``, entering a ``subagen
 
 One agent may be at several gates at once (a framework's parallel tool calls run as tasks
 of one agent): every waiter is woken by a pause ending, a stop or a decision, and each
-checks again why it waited. The agent shows ``waiting`` while any of its tasks waits for a
-human, ``paused`` while a pause holds it and none does.
+checks again why it waited; a stop raises ``AgentStopped`` in each, even in a task that
+the agent's cancelled task awaits. The agent shows ``waiting`` while any of its tasks
+waits for a human, ``paused`` while a pause holds it and none does.
 """
 
 from __future__ import annotations
@@ -96,9 +97,19 @@ class Gates:
         """Wait until ``wake(record)``; the caller checks again why it waited."""
         future = asyncio.get_running_loop().create_future()
         waiters = record.gate.waiters
-        waiters[future] = asyncio.current_task()
+        task = waiters[future] = asyncio.current_task()
         try:
             await future
+        except asyncio.CancelledError:
+            # A stop wakes every waiter and cancels the agent's task; when that task awaits
+            # this one (``gather``, a task group) the cancellation reaches it too, after the
+            # wake. Deliver the stop here instead, as at every other gate; a cancellation
+            # that came before any wake is not ours to turn into anything.
+            stop = record.gate.stop
+            if stop is None or not future.done() or future.cancelled() or task is None:
+                raise
+            task.uncancel()
+            raise stop from None
         finally:
             del waiters[future]
 

@@ -132,11 +132,13 @@ class Requests:
                 self._asking[record] = left
             else:
                 del self._asking[record]
+                # no task of it waits for a human now, however this one left: decided, or
+                # cancelled by its framework (a timeout); a stopped agent goes to its end
+                if gates.stopped(record) is None and record.outcome is None:
+                    runtime.set_state(record, AgentState.RUNNING)
         stop = gates.stopped(record)
         if stop is not None:
             raise stop
-        if not left:
-            runtime.set_state(record, AgentState.RUNNING)
         return view.requests[request_id]
 
     def decide(

@@ -301,6 +301,10 @@ class Runtime:
         if record.outcome is not None:
             return
         agent_id = record.agent_id
+        if state is AgentState.DONE and self.state_of(record) is not AgentState.RUNNING:
+            # it caught the stop a gate raised while it waited or was paused, and returned:
+            # it ran again before it ended (``done`` is reached from ``running`` only)
+            self.set_state(record, AgentState.RUNNING)
         if state is AgentState.DONE and report:
             self.emit(agent_id, "agent.result", {"result": summarize(value, 2000)})
         elif state is AgentState.FAILED:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import genai_prices  # noqa: F401  # first imported here, not on a test's loop (blockbuster)
-
 import conductloop_jupyter as cl
 from tests.unit._steering_support import conductor
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-# first imported here, not on a test's loop, where blockbuster refuses their file reads
-import genai_prices  # noqa: F401  # ctx.usage prices with it
-import pandas  # noqa: F401  # loop.agents() builds a frame
 import pytest
 
 import conductloop_jupyter as cl

@@ -25,10 +25,6 @@ async def opened_by_prompt(
     return ids
 
 
-def current_state(loop: cl.Conductor, run: cl.AgentRun) -> str:
-    return loop.core.view.agents[run.agent_id].state.value
-
-
 @pytest.mark.parametrize("order", [("a", "b"), ("b", "a")], ids=["a-first", "b-first"])
 async def test_two_approvals_gathered_in_one_agent_both_return_in_either_order(
     order: tuple[str, str],
@@ -63,10 +59,10 @@ async def test_the_agent_shows_waiting_while_any_of_its_tasks_waits_for_a_human(
 
         run = loop.start("framework")
         ids = await opened_by_prompt(recorder, run, "a", "b")
-        assert current_state(loop, run) == "waiting"
+        assert run.state is cl.AgentState.WAITING
         loop.approve(ids["a"])
         await recorder.wait_for(match("log", agent_id=run.agent_id, message="a back"))
-        assert current_state(loop, run) == "waiting"  # b still waits for a human
+        assert run.state is cl.AgentState.WAITING  # b still waits for a human
         loop.approve(ids["b"])
         await run
         states = [e.data["state"] for e in recorder.of(run.agent_id, "agent.state")]
@@ -170,7 +166,7 @@ async def test_stop_while_several_tasks_wait_gives_every_waiter_agent_stopped() 
         # a span's end is a gate: once tool.finished is recorded, that task is held
         await recorder.wait_for(match("tool.finished", agent_id=run.agent_id))
         assert len(run._record.gate.waiters) == 3  # two approvals and the pause
-        assert current_state(loop, run) == "waiting"
+        assert run.state is cl.AgentState.WAITING
         loop.stop(run.agent_id, by="phone")
         with pytest.raises(cl.AgentStopped, match="stopped by phone"):
             await run
@@ -228,4 +224,31 @@ async def test_a_framework_cancelling_one_waiting_call_withdraws_its_request_and
         loop.approve(ids["b"])
         assert await run == "cancelled, not stopped"
         assert loop.request(ids["a"]).decision == "withdrawn"
-        assert run.state is cl.AgentState.DONE
+        states = [e.data["state"] for e in recorder.of(run.agent_id, "agent.state")]
+        assert states == ["running", "waiting", "running", "done"]
+
+
+async def test_an_approval_its_framework_cancels_leaves_the_agent_running_not_waiting() -> None:
+    async with conductor() as (loop, recorder):
+        give_up, finish = asyncio.Event(), asyncio.Event()
+
+        @loop.agent
+        async def framework(ctx: cl.Context) -> str:
+            call = asyncio.create_task(ctx.approve("a"))
+            await give_up.wait()
+            call.cancel()  # as a framework's timeout does
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            ctx.status("went on")
+            await finish.wait()
+            await ctx.checkpoint()
+            return "done"
+
+        run = loop.start("framework")
+        ids = await opened_by_prompt(recorder, run, "a")
+        give_up.set()
+        await recorder.wait_for(match("agent.status", agent_id=run.agent_id, text="went on"))
+        assert run.state is cl.AgentState.RUNNING
+        assert loop.request(ids["a"]).decision == "withdrawn"
+        finish.set()
+        assert await run == "done"

@@ -74,6 +74,25 @@ async def test_a_framework_error_after_a_stop_in_a_tool_span_ends_the_agent_stop
         assert run.state is cl.AgentState.STOPPED
 
 
+async def test_an_agent_that_swallows_the_stop_and_returns_ends_done_with_its_result() -> None:
+    async with conductor() as (loop, recorder):
+
+        @loop.agent
+        async def framework(ctx: cl.Context) -> str:
+            try:
+                await ctx.approve("Run the tool?")
+            except cl.AgentStopped:
+                return "partial results"  # as a framework that turns a tool error into text
+            return "approved"
+
+        run = loop.start("framework")
+        await opened(recorder, run)
+        loop.stop(run.agent_id)
+        assert await run == "partial results"
+        states = [e.data["state"] for e in recorder.of(run.agent_id, "agent.state")]
+        assert states == ["running", "waiting", "running", "done"]
+
+
 async def test_the_same_error_without_a_stop_ends_the_agent_failed() -> None:
     async with conductor() as (loop, recorder):
 
@@ -155,3 +174,23 @@ def test_a_plain_def_agent_that_wraps_a_stop_seen_at_its_checkpoint_ends_stopped
         with pytest.raises(cl.AgentStopped):
             run.result(timeout=10)
         assert run.state is cl.AgentState.STOPPED
+
+
+def test_a_plain_def_agent_that_swallows_the_stop_and_returns_ends_done() -> None:
+    with cl.Conductor("sync-swallowed") as loop:
+        recorder = EventRecorder()
+        loop.attach(recorder)
+
+        @loop.agent
+        def framework(ctx: cl.SyncContext) -> str:
+            try:
+                ctx.approve("Run the tool?")
+            except cl.AgentStopped:
+                return "partial results"
+            return "approved"
+
+        run = loop.start("framework")
+        recorder.wait_for_sync(match("request.opened", agent_id=run.agent_id))
+        loop.stop(run.agent_id)
+        assert run.result(timeout=10) == "partial results"
+        assert run.state is cl.AgentState.DONE
