@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import logging
 import os
 import socket
 from collections import deque
@@ -46,6 +47,8 @@ from .hub.store import StoreError
 if TYPE_CHECKING:
     from .conductor import Conductor
     from .hub.hub import Hub
+
+_log = logging.getLogger("conductloop.link")
 
 BATCH_BYTES = MAX_RUNTIME_MESSAGE // 2
 EVENT_BYTES = 256 * 1024  # one event larger than this is sent with its data cut
@@ -106,6 +109,8 @@ class HubLink:
         self._task: asyncio.Task[None] | None = None
         self._ws: WebSocketClientConnection | None = None
         self._drained: asyncio.Event | None = None
+        self.refused = 0  # events the hub refused (``bad_event``): see ``_hub_error``
+        self._told: set[str] = set()  # error codes already logged
 
     # -- the sink ----------------------------------------------------------------------
 
@@ -261,9 +266,12 @@ class HubLink:
 
         def ingest(events: list[Event]) -> None:  # on the hub's loop
             try:
-                hub.ingest(runtime, events, lambda seq: back(self._acknowledge, seq))
+                refused = hub.ingest(runtime, events, lambda seq: back(self._acknowledge, seq))
             except StoreError:  # as the hub does with a socket: reconnect, then replay
                 back(ws.close)
+                return
+            for error in refused:
+                back(self._hub_error, error)
 
         def deliver(events: list[Event]) -> None:
             try:
@@ -335,6 +343,22 @@ class HubLink:
                 self._acknowledge(int(message["seq"]))
             elif kind == "command":
                 ws.write_message(dumps(self._carry_out(message)))
+            elif kind == "error":
+                self._hub_error(message)
+
+    def _hub_error(self, error: dict[str, Any]) -> None:
+        """The hub refused something this runtime sent: say so once per kind of error (a
+        refused event is acked all the same, so it is never sent again)."""
+        code = str(error.get("code"))
+        self.refused += code == "bad_event"
+        if code not in self._told:
+            self._told.add(code)
+            _log.warning(
+                "the hub refused what %s sent (%s): %s; further ones are counted in link.refused",
+                self._conductor.runtime,
+                code,
+                error.get("message"),
+            )
 
     def _carry_out(self, message: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = {"type": "reply", "id": message.get("id")}

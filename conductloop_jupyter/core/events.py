@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ EventKind = Literal[
 
 KINDS: tuple[str, ...] = get_args(EventKind)
 _KIND_SET = frozenset(KINDS)
+#: what a kind of a newer version may look like
+_NEW_KIND = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,3}")
+SEQ_MAX = 2**63 - 1  # what SQLite stores
+ID_MAX = 200  # the longest runtime or agent id a hub takes
 
 #: events that are the agent's own progress (they reset stall detection)
 PROGRESS_KINDS = frozenset(
@@ -105,8 +110,8 @@ class Event:
         agent_id, kind, data = raw.get("agent_id"), raw.get("kind"), raw.get("data")
         if type(seq) is not int and (not isinstance(seq, int) or isinstance(seq, bool)):
             raise ValueError("event field 'seq' must be a positive integer")
-        if seq < 1:
-            raise ValueError("event field 'seq' must be a positive integer")
+        if not 1 <= seq <= SEQ_MAX:
+            raise ValueError("event field 'seq' must be a positive 64-bit integer")
         if type(ts) is not float:
             if not isinstance(ts, (int, float)) or isinstance(ts, bool):
                 raise ValueError("event field 'ts' must be a finite number")
@@ -116,12 +121,14 @@ class Event:
                 ts = math.inf
         if not math.isfinite(ts):
             raise ValueError("event field 'ts' must be a finite number")
-        if not isinstance(runtime, str) or not runtime:
-            raise ValueError("event field 'runtime' must be a non-empty string")
-        if agent_id is not None and not isinstance(agent_id, str):
-            raise ValueError("event field 'agent_id' must be a string or null")
-        if not isinstance(kind, str) or kind not in _KIND_SET:
-            raise ValueError(f"event field 'kind' must be one of {', '.join(KINDS)}")
+        if type(runtime) is not str or not 0 < len(runtime) <= ID_MAX:
+            raise ValueError(f"event field 'runtime' must be a string of 1..{ID_MAX} characters")
+        if agent_id is not None and (type(agent_id) is not str or len(agent_id) > ID_MAX):
+            raise ValueError(f"event field 'agent_id' must be null or at most {ID_MAX} characters")
+        if type(kind) is not str or (kind not in _KIND_SET and not _NEW_KIND.fullmatch(kind)):
+            # a kind this version does not know is kept (stored, and ignored by the view):
+            # a newer runtime may send it; but it must look like a kind
+            raise ValueError("event field 'kind' must be a kind name like 'tool.started'")
         if type(data) is not dict and not isinstance(data, Mapping):
             raise ValueError("event field 'data' must be an object")
         return cls(seq, ts, runtime, agent_id, cast(EventKind, kind), data)

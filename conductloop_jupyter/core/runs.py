@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from .tools import ToolCalls
 
 
+#: the longest agent name: its ids (``name-3-a1b2c3``) must fit what a hub takes
+MAX_NAME = 120
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """An agent function registered with ``@loop.agent``."""
@@ -54,6 +58,8 @@ class AgentSpec:
             )
         if not agent_name or not isinstance(agent_name, str):
             raise UsageError("give the agent a name: @loop.agent(name='...')")
+        if len(agent_name) > MAX_NAME:
+            raise UsageError(f"an agent's name is at most {MAX_NAME} characters: {agent_name!r}")
         if inspect.isasyncgenfunction(fn):
             raise UsageError(f"agent {agent_name!r} is an async generator; make it `async def`")
         return cls(agent_name, fn, inspect.iscoroutinefunction(fn), model, budget, signature)
@@ -63,6 +69,8 @@ class AgentSpec:
         """The spec of a subagent (``ctx.subagent``): it runs inside its parent's code."""
         if not isinstance(name, str) or not name.strip():
             raise UsageError("a subagent needs a name: ctx.subagent('writer')")
+        if len(name) > MAX_NAME:
+            raise UsageError(f"a subagent's name is at most {MAX_NAME} characters: {name!r}")
         if model is not None and not isinstance(model, str):
             raise UsageError(f"a subagent's model is a model name, not {model!r}")
         return cls(name, _inner, True, model, None, _INNER)

@@ -79,7 +79,7 @@ class Runtime:
         check_positive("max_threads", max_threads, "threads")
         self.name = name or "conductor"
         self.tag = secrets.token_hex(3)
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-") or "conductor"
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")[:120] or "conductor"
         #: this runtime's id on the wire; every event it emits carries it
         self.runtime = f"{slug}-{self.tag}"
         self.clock: Clock = clock or SystemClock()

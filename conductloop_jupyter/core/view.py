@@ -7,6 +7,7 @@ the view only ever reads events, the two always agree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
@@ -109,6 +110,7 @@ class View:
         self.requests: dict[str, Request] = {}
         self._open: dict[str, Request] = {}  # insertion order = oldest first
         self.total_cost_usd = 0.0
+        self.skipped = 0  # events that did not fit their kind's schema
         self._apply: dict[str, Callable[[AgentView, Event], None]] = {
             "agent.state": self._state,
             "agent.status": self._status,
@@ -122,19 +124,25 @@ class View:
         }
 
     def apply(self, event: Event) -> None:
-        if event.kind == "agent.started":
-            self._started(event)
-            return
-        if event.kind == "request.decided":
-            self._request_decided(event)
-            return
-        agent = self.agents.get(event.agent_id) if event.agent_id else None
-        if agent is None:
-            return
-        agent.last_event = event.ts
-        handler = self._apply.get(event.kind)
-        if handler is not None:
-            handler(agent, event)
+        """Apply one event. It never raises: an event whose data does not fit its kind
+        (from an older store, or a runtime that breaks the schema) is counted in
+        ``skipped`` and leaves the view as it was before it."""
+        try:
+            if event.kind == "agent.started":
+                self._started(event)
+                return
+            if event.kind == "request.decided":
+                self._request_decided(event)
+                return
+            agent = self.agents.get(event.agent_id) if event.agent_id else None
+            if agent is None:
+                return
+            handler = self._apply.get(event.kind)
+            if handler is not None:
+                handler(agent, event)
+            agent.last_event = event.ts
+        except Exception:  # the schema is checked where events enter; this is the net
+            self.skipped += 1
 
     # -- reading -----------------------------------------------------------------------
 
@@ -249,12 +257,22 @@ class View:
 
     def _usage(self, agent: AgentView, event: Event) -> None:
         d = event.data
-        cost = d.get("cost_usd")
-        agent.input_tokens += d["input_tokens"]
-        agent.output_tokens += d["output_tokens"]
-        per_model = agent.by_model.setdefault(d["model"], [0.0, 0, 0, 0, 0])
-        per_model[1] += d["input_tokens"]
-        per_model[2] += d["output_tokens"]
+        model, tokens_in, tokens_out, cost = (
+            d["model"],
+            d["input_tokens"],
+            d["output_tokens"],
+            d.get("cost_usd"),
+        )
+        # read and checked before anything changes, so a bad one leaves the view as it was
+        if type(model) is not str or type(tokens_in) is not int or type(tokens_out) is not int:
+            raise TypeError("usage: model is text, tokens are integers")
+        if cost is not None and not (type(cost) in (int, float) and 0 <= cost < math.inf):
+            raise TypeError("usage: cost_usd is a finite non-negative number or null")
+        agent.input_tokens += tokens_in
+        agent.output_tokens += tokens_out
+        per_model = agent.by_model.setdefault(model, [0.0, 0, 0, 0, 0])
+        per_model[1] += tokens_in
+        per_model[2] += tokens_out
         per_model[3] += 1
         if cost is None:
             agent.unpriced_calls += 1

@@ -45,6 +45,7 @@ from .store import StoreError
 HTTP_STATUS = {
     "bad_json": 400,
     "bad_message": 400,
+    "bad_event": 400,
     "unknown_type": 400,
     "unauthorized": 401,
     "unknown_agent": 404,
@@ -298,8 +299,11 @@ class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
             elif self.runtime is None:
                 raise ProtocolError("bad_message", "send 'hello' first")
             elif message["type"] == "events":
+                for refused in message["refused"]:  # their envelope was unreadable
+                    self.send(refused)
                 try:
-                    self.hub.ingest(self.runtime, message["events"], self._ack)
+                    for refused in self.hub.ingest(self.runtime, message["events"], self._ack):
+                        self.send(refused)
                 except StoreError as error:  # keep the events in the runtime: it replays
                     _log.error("the hub's store failed: %s", error)
                     self.close(1011, "the hub cannot store events right now")

@@ -9,6 +9,9 @@ already, so the store must hold it under those ids too), after 0.5 s, then 1, 2,
 30 s between tries. Until it is stored, acks stop just before its first event, even when
 later batches are stored first, so the runtime keeps it too.
 
+Events refused at the door (``bad_event``) are never stored; they are acked as soon as
+everything before them is, so the runtime forgets them instead of sending them forever.
+
 A limit: if the hub stops before the store recovers, a restarted hub knows only the highest
 seq stored of each runtime and takes what comes after it, so a refused batch followed by
 stored ones is not stored then, although its runtime still holds it.
@@ -42,6 +45,9 @@ class Durability:
         #: runtime -> the first seq of each batch whose commit failed and is tried again
         self._unstored: dict[str, set[int]] = {}
         self.retries: set[asyncio.Task[None]] = set()
+        #: runtime -> seqs of events refused at the door: never stored, yet the runtime may
+        #: forget them once everything before them is stored
+        self._refused: dict[str, set[int]] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop, stored: dict[str, int]) -> None:
         """From the store's highest seq of each runtime (read off the loop)."""
@@ -53,7 +59,20 @@ class Durability:
         what is committed, unless a batch waits to be stored again: then just before it.
         (A batch that fails always comes after what was acked, so acks never go back.)"""
         unstored = self._unstored.get(runtime)
-        return min(unstored) - 1 if unstored else self._stored.get(runtime, 0)
+        if unstored:
+            return min(unstored) - 1
+        done = self._stored.get(runtime, 0)
+        refused = self._refused.get(runtime)
+        if refused:
+            while done + 1 in refused:
+                done += 1
+            refused.difference_update([seq for seq in refused if seq <= done])
+        return done
+
+    def skip(self, runtime: str, seqs: list[int]) -> None:
+        """Events refused at the door: acked as soon as everything before them is stored,
+        so that the runtime stops sending them (they are never stored)."""
+        self._refused.setdefault(runtime, set()).update(seqs)
 
     def save(self, runtime: str, batch: Batch, acked: Acked | None, attempt: int = 0) -> None:
         """Hand ``batch`` to the store; ``acked(seq)`` once it is committed.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -31,13 +32,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.clock import Clock, SystemClock
 from ..core.events import Event, EventKind
+from ..core.payloads import problem as payload_problem
 from ..core.states import AgentState
 from ..core.view import View
 from . import saved_view
 from .commands import CommandRouting
 from .durability import TASK_PREFIX, Durability
-from .protocol import ProtocolError, dumps
+from .protocol import ProtocolError, bad_event, dumps
 from .store import EventStore, StoreError
+
+_log = logging.getLogger("conductloop.hub")
 
 if TYPE_CHECKING:
     from .phone import PhoneService
@@ -123,6 +127,11 @@ class Hub(CommandRouting):
     def _rebuild(self) -> None:
         self.store.open()
         self.view, covered, self.last_id = saved_view.rebuild(self.store, self._recent)
+        if self.view.skipped:  # stored by an older hub that did not check: left out
+            _log.warning(
+                "%d stored event(s) do not fit their kind's schema; the view leaves them out",
+                self.view.skipped,
+            )
         stored = self.store.last_seqs()
         assert self._loop is not None
         self.durability.start(self._loop, stored)
@@ -272,8 +281,13 @@ class Hub(CommandRouting):
 
     def ingest(
         self, runtime: str, events: list[Event], acked: Callable[[int], None] | None = None
-    ) -> None:
-        """Apply, store and fan out a runtime's events; ``acked(seq)`` once committed."""
+    ) -> list[dict[str, Any]]:
+        """Apply, store and fan out a runtime's events; ``acked(seq)`` once committed.
+
+        An event whose data breaks its kind's schema is refused alone, before the view or
+        the store see it: the rest is kept, and its seq counts as had, so the runtime stops
+        sending it. Returns an ``error`` message (``bad_event``) for each one refused.
+        """
         strangers = {e.runtime for e in events if e.runtime != runtime}
         if strangers:
             raise ProtocolError(
@@ -281,15 +295,24 @@ class Hub(CommandRouting):
             )
         accepted = self._accepted.get(runtime, 0)
         fresh: list[tuple[int, Event]] = []
+        refused: list[dict[str, Any]] = []
         for event in events:
             if event.seq <= accepted:
                 continue  # a replay of what the hub already has
             accepted = event.seq
+            problem = payload_problem(event.kind, event.data)
+            if problem is not None:
+                refused.append(bad_event({"seq": event.seq}, problem))
+                continue
             fresh.append((next(self._ids), event))
+        if refused:
+            _log.warning("runtime %s: %s", runtime, "; ".join(r["message"] for r in refused[:3]))
+            self.durability.skip(runtime, [r["seq"] for r in refused])
         if not fresh:
+            self._accepted[runtime] = accepted
             if acked is not None:
                 acked(self.durability.acked(runtime))
-            return
+            return refused
         # the store first: if it has failed, this raises before anything is applied, so
         # the runtime keeps these events and replays them (nothing is acked, nothing lost)
         self.durability.save(runtime, fresh, acked)
@@ -306,6 +329,7 @@ class Hub(CommandRouting):
         if self.clients:  # with nobody listening, building their message is wasted work;
             # a client that subscribes later catches up from the recent ring
             self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
+        return refused
 
     # -- clients -----------------------------------------------------------------------
 

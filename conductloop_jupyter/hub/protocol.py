@@ -19,11 +19,12 @@ reference for people.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
 from ..core.errors import ConductLoopError
-from ..core.events import Event
+from ..core.events import SEQ_MAX, Event
 from ..core.steering import COMMAND_FIELDS
 
 PROTOCOL_VERSION = 1
@@ -49,6 +50,7 @@ ErrorCode = Literal[
     "runtime_gone",  # the runtime that owns the agent is not connected
     "timeout",  # the runtime did not answer in time
     "rate_limited",  # too many commands
+    "bad_event",  # one event of a batch broke its kind's schema: refused, the rest kept
 ]
 ERROR_CODES: frozenset[str] = frozenset(ErrorCode.__args__)  # type: ignore[attr-defined]
 
@@ -149,6 +151,20 @@ def _int(message: Mapping[str, Any], field: str, minimum: int = 0) -> int:
     return value
 
 
+_FIELD = re.compile(r"event field '(\w+)'")
+
+
+def bad_event(raw: Any, problem: str) -> dict[str, Any]:
+    """The ``error`` reply that refuses one event: ``bad_event``, its seq and its field."""
+    seq = raw.get("seq") if isinstance(raw, Mapping) else None
+    if type(seq) is not int or not 1 <= seq <= SEQ_MAX:
+        seq = None
+    named = _FIELD.search(problem)  # the envelope's "event field 'ts' must be ..."
+    field = named.group(1) if named else problem.split(":", 1)[0] if ":" in problem else None
+    message = f"event {seq} refused: {problem}" if seq is not None else f"event refused: {problem}"
+    return {"type": "error", "code": "bad_event", "seq": seq, "field": field, "message": message}
+
+
 def parse_command(command: Any) -> dict[str, Any]:
     """A steering command ``{"op": ..., ...}``: checked before it is routed."""
     if not isinstance(command, dict):
@@ -192,10 +208,13 @@ def parse_runtime_message(raw: str | bytes) -> dict[str, Any]:
             raise ProtocolError("bad_message", "field 'events' must be a non-empty list")
         if len(raw_events) > MAX_BATCH:
             raise ProtocolError("bad_message", f"at most {MAX_BATCH} events per batch")
-        try:
-            message["events"] = [Event.from_wire(e) for e in raw_events]
-        except ValueError as error:
-            raise ProtocolError("bad_message", f"bad event: {error}") from None
+        events, refused = [], []
+        for raw_event in raw_events:
+            try:
+                events.append(Event.from_wire(raw_event))
+            except ValueError as error:  # refused alone: the rest of the batch is kept
+                refused.append(bad_event(raw_event, str(error)))
+        message["events"], message["refused"] = events, refused
         return message
     if kind == "reply":
         _text(message, "id")

@@ -66,7 +66,10 @@ async def test_live_events_reach_a_subscribed_client_with_rising_ids(tmp_path: P
     ):
         sent = [started(1, "w-1"), state(2, "w-1", "running")]
         await send_events(runtime, *sent)
-        more = [wire(3, "agent.status", "w-1", text="a"), wire(4, "log", "w-1", level="info")]
+        more = [
+            wire(3, "agent.status", "w-1", text="a"),
+            wire(4, "log", "w-1", level="info", message="m"),
+        ]
         await send_events(runtime, *more)
         live = await client.events_until(lambda e: e["seq"] == 4)
         assert [e["id"] for e in live] == [1, 2, 3, 4]

@@ -1,8 +1,10 @@
 """The runtime channel's messages: ``hello``, ``events`` and ``reply`` parse, or are refused.
 
 A valid message parses (its events become ``Event`` objects); a missing or mistyped field,
-another protocol or schema version, an oversized batch or a type the runtime channel does
-not take is a ``ProtocolError`` whose code and message name what was wrong.
+another protocol version, an oversized batch or a type the runtime channel does not take is
+a ``ProtocolError`` whose code and message name what was wrong. One bad event of a batch is
+refused alone (``bad_event``, naming its seq and field), and the rest of the batch is kept;
+an event of a kind this version does not know is kept.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ BAD_EVENT_FIELDS = [
     ("agent_id", 5),
     ("agent_id", ["a-1"]),
     ("kind", MISSING),
-    ("kind", "agent.renamed"),
+    ("kind", "Renamed Agent!"),
     ("kind", 5),
     ("data", MISSING),
     ("data", ["text"]),
@@ -126,26 +128,39 @@ BAD_EVENT_FIELDS = [
     BAD_EVENT_FIELDS,
     ids=[f"{f}-{'missing' if v is MISSING else v!r}" for f, v in BAD_EVENT_FIELDS],
 )
-def test_an_events_batch_containing_a_bad_event_is_refused_naming_the_field(
+def test_a_bad_event_is_refused_alone_naming_its_seq_and_field_and_the_rest_is_kept(
     field: str, value: Any
 ) -> None:
     good_then_bad = [EVENT, with_field(EVENT | {"seq": 2}, field, value)]
-    raw = json.dumps({"type": "events", "events": good_then_bad})
-    error = refused(parse_runtime_message, raw)
-    assert error.code == "bad_message"
-    assert f"'{field}'" in error.message
+    batch = parse_runtime_message(json.dumps({"type": "events", "events": good_then_bad}))
+    assert [e.seq for e in batch["events"]] == [1]
+    [error] = batch["refused"]
+    assert (error["type"], error["code"], error["field"]) == ("error", "bad_event", field)
+    assert error["seq"] == (2 if field != "seq" else None)
+    assert f"'{field}'" in error["message"]
 
 
 @pytest.mark.parametrize("version", [2, 0, "1", True, None])
-def test_an_event_of_another_schema_version_is_refused(version: Any) -> None:
-    raw = json.dumps({"type": "events", "events": [EVENT | {"v": version}]})
-    assert refused(parse_runtime_message, raw).code == "bad_message"
+def test_an_event_of_another_schema_version_is_refused_alone(version: Any) -> None:
+    raw = json.dumps({"type": "events", "events": [EVENT | {"v": version}, EVENT | {"seq": 2}]})
+    batch = parse_runtime_message(raw)
+    assert [e.seq for e in batch["events"]] == [2]
+    assert [(r["code"], r["seq"]) for r in batch["refused"]] == [("bad_event", 1)]
 
 
 @pytest.mark.parametrize("event", [5, "event", None, [EVENT]])
-def test_an_event_that_is_not_an_object_is_refused(event: Any) -> None:
-    error = refused(parse_runtime_message, json.dumps({"type": "events", "events": [event]}))
-    assert error.code == "bad_message"
+def test_an_event_that_is_not_an_object_is_refused_alone(event: Any) -> None:
+    raw = json.dumps({"type": "events", "events": [event, EVENT]})
+    batch = parse_runtime_message(raw)
+    assert [e.seq for e in batch["events"]] == [1]
+    assert [(r["code"], r["seq"]) for r in batch["refused"]] == [("bad_event", None)]
+
+
+def test_an_event_of_a_kind_this_version_does_not_know_is_kept() -> None:
+    raw = json.dumps({"type": "events", "events": [EVENT | {"kind": "agent.renamed"}]})
+    batch = parse_runtime_message(raw)
+    assert [(e.kind, e.seq) for e in batch["events"]] == [("agent.renamed", 1)]
+    assert batch["refused"] == []
 
 
 @pytest.mark.parametrize(

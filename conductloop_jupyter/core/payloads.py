@@ -1,0 +1,203 @@
+"""The payload schema of each event kind, checked where events enter a hub.
+
+``problem(kind, data)`` names the first field of ``data`` that does not fit ``kind``'s
+schema (``"usage.input_tokens: a non-negative integer"``), or returns ``None``. A kind that
+is not in the table passes: readers store and ignore kinds they do not know, so a newer
+runtime works with an older hub. Fields not named in a schema pass too (``log`` carries
+an agent's structured fields beside ``level`` and ``message``). Integers are bounded to
+what SQLite stores (64 bits), numbers must be finite, and text must be valid Unicode.
+The schemas restate the ``*Data`` types of ``events``; ``docs/protocol.md`` lists them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .states import AgentState
+
+Check = Callable[[Any], bool]
+
+INT_MAX = 2**63 - 1
+
+
+def _text(value: Any) -> bool:
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no store or browser can take it
+        return False
+    return True
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= INT_MAX
+
+
+def _number(value: Any) -> bool:
+    if type(value) is int:
+        return -INT_MAX <= value <= INT_MAX
+    return type(value) is float and math.isfinite(value)
+
+
+def _amount(value: Any) -> bool:
+    return _number(value) and value >= 0
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: value is None or check(value)
+
+
+def _one_of(*values: str) -> Check:
+    allowed = frozenset(values)
+    return lambda value: type(value) is str and value in allowed
+
+
+def _texts(value: Any) -> bool:
+    return type(value) is list and all(map(_text, value))
+
+
+def _object(value: Any) -> bool:
+    return type(value) is dict
+
+
+def _bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+_STATES = _one_of(*(state.value for state in AgentState))
+
+#: kind -> (required fields, optional fields): each field with its check and what it must be
+SCHEMAS: dict[str, tuple[dict[str, tuple[Check, str]], dict[str, tuple[Check, str]]]] = {}
+
+
+def _schema(kind: str, required: str, optional: str = "") -> None:
+    def fields(spec: str) -> dict[str, tuple[Check, str]]:
+        found = {}
+        for part in filter(None, spec.split()):
+            name, what = part.split(":")
+            found[name] = _CHECKS[what]
+        return found
+
+    SCHEMAS[kind] = (fields(required), fields(optional))
+
+
+_CHECKS: dict[str, tuple[Check, str]] = {
+    "text": (_text, "text"),
+    "text?": (_optional(_text), "text or null"),
+    "count": (_count, "a non-negative integer"),
+    "amount?": (_optional(_amount), "a non-negative number or null"),
+    "number": (_number, "a finite number"),
+    "bool": (_bool, "true or false"),
+    "object": (_object, "an object"),
+    "texts?": (_optional(_texts), "a list of texts or null"),
+    "state": (_STATES, "an agent state"),
+    "level": (_one_of("debug", "info", "warning", "error"), "debug, info, warning or error"),
+    "request_kind": (_one_of("approval", "question", "budget"), "approval, question or budget"),
+    "decision": (
+        _one_of("approved", "rejected", "answered", "withdrawn"),
+        "approved, rejected, answered or withdrawn",
+    ),
+    "priced_by": (_one_of("caller", "genai-prices", "unknown"), "caller, genai-prices or unknown"),
+}
+
+_schema("agent.started", "name:text", "parent:text? model:text? budget_usd:amount? input:text")
+_schema("agent.state", "state:state", "reason:text request_id:text")
+_schema("agent.status", "text:text")
+_schema("log", "message:text", "level:level")
+_schema("tool.started", "span:count tool:text", "call_id:text args:object")
+_schema(
+    "tool.finished", "span:count tool:text ok:bool", "call_id:text duration_s:number error:text"
+)
+_schema(
+    "usage",
+    "model:text input_tokens:count output_tokens:count cost_usd:amount?",
+    "cache_read_tokens:count cache_write_tokens:count reasoning_tokens:count "
+    "priced_by:priced_by provider:text",
+)
+_schema(
+    "request.opened",
+    "request_id:text kind:request_kind prompt:text",
+    "choices:texts? details:object",
+)
+_schema(
+    "request.decided",
+    "request_id:text decision:decision by:text",
+    "note:text text:text args:object",
+)
+_schema("instruction", "text:text by:text")
+_schema("handoff", "to:text", "name:text")
+_schema("agent.result", "result:text")
+_schema("agent.error", "type:text message:text", "traceback:text")
+_schema("agent.stalled", "stalled:bool", "reason:text")
+_schema("command", "op:text by:text")
+_schema("gap", "first_seq:count last_seq:count dropped:count")
+
+
+def problem(kind: str, data: Mapping[str, Any]) -> str | None:
+    """The first field of ``data`` that does not fit ``kind``'s schema, said plainly.
+
+    Every value, named in the schema or not, nested or not, must be JSON that a store and
+    a browser take: text without lone surrogates, finite numbers, 64-bit integers.
+    """
+    bad = _unfit(data, 0)
+    if bad is not None:
+        return f"{kind}.{bad}"
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        return None  # a kind this version does not know: stored and ignored
+    required, optional = schema
+    for name, (check, what) in required.items():
+        if name not in data:
+            return f"{kind}.{name}: missing ({what})"
+        if not check(data[name]):
+            return f"{kind}.{name}: must be {what}, not {_short(data[name])}"
+    for name, (check, what) in optional.items():
+        if name in data and not check(data[name]):
+            return f"{kind}.{name}: must be {what}, not {_short(data[name])}"
+    return None
+
+
+_MAX_DEPTH = 32
+
+
+def _unfit(value: Any, depth: int) -> str | None:
+    """Where in ``value`` (a dict from JSON) something is not plain, storable JSON."""
+    for key, item in value.items():
+        if type(key) is not str or not (key.isascii() or _text(key)):
+            return f"{_short(key)}: a key must be text"
+        bad = _unfit_item(item, depth)
+        if bad is not None:
+            return f"{key}{bad}"
+    return None
+
+
+def _unfit_item(item: Any, depth: int) -> str | None:
+    kind = type(item)
+    if kind is str:
+        return None if item.isascii() or _text(item) else ": text with a lone surrogate"
+    if kind is int or kind is float:
+        return None if _number(item) else f": must be a finite number within 64 bits, not {item!r}"
+    if item is None or kind is bool:
+        return None
+    if depth >= _MAX_DEPTH:
+        return f": nested more than {_MAX_DEPTH} deep"
+    if kind is dict:
+        inner = _unfit(item, depth + 1)
+        return None if inner is None else f".{inner}"
+    if kind is list:
+        for index, element in enumerate(item):
+            bad = _unfit_item(element, depth + 1)
+            if bad is not None:
+                return f"[{index}]{bad}"
+        return None
+    return f": must be JSON data, not {kind.__name__}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
