@@ -142,24 +142,35 @@ def problem(kind: str, data: Mapping[str, Any]) -> str | None:
     """The first field of ``data`` that does not fit ``kind``'s schema, said plainly.
 
     Every value, named in the schema or not, nested or not, must be JSON that a store and
-    a browser take: text without lone surrogates, finite numbers, 64-bit integers.
+    a browser take: text without lone surrogates, finite numbers, 64-bit integers. One
+    pass over ``data``: the hub checks every event of every runtime.
     """
-    bad = _unfit(data, 0)
-    if bad is not None:
-        return f"{kind}.{bad}"
-    schema = SCHEMAS.get(kind)
-    if schema is None:
-        return None  # a kind this version does not know: stored and ignored
-    required, optional = schema
-    for name, (check, what) in required.items():
-        if name not in data:
-            return f"{kind}.{name}: missing ({what})"
-        if not check(data[name]):
-            return f"{kind}.{name}: must be {what}, not {_short(data[name])}"
-    for name, (check, what) in optional.items():
-        if name in data and not check(data[name]):
-            return f"{kind}.{name}: must be {what}, not {_short(data[name])}"
+    schema = _COMPILED.get(kind)  # None: a kind this version does not know, stored and ignored
+    fields = schema[0] if schema is not None else _NO_FIELDS
+    if schema is not None and not schema[1] <= data.keys():
+        missing = next(name for name in SCHEMAS[kind][0] if name not in data)
+        return f"{kind}.{missing}: missing ({fields[missing][1]})"
+    for key, item in data.items():
+        if type(key) is not str or not (key.isascii() or _text(key)):
+            return f"{kind}.{_short(key)}: a key must be text"
+        spec = fields.get(key)
+        if spec is not None and not spec[0](item):
+            return f"{kind}.{key}: must be {spec[1]}, not {_short(item)}"
+        if type(item) in _PLAIN and spec is not None:
+            continue  # its check has seen all there is to it
+        bad = _unfit_item(item, 0)
+        if bad is not None:
+            return f"{kind}.{key}{bad}"
     return None
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_NO_FIELDS: dict[str, tuple[Check, str]] = {}
+#: kind -> (its fields' checks, required and optional together; the required names)
+_COMPILED = {
+    kind: ({**required, **optional}, frozenset(required))
+    for kind, (required, optional) in SCHEMAS.items()
+}
 
 
 _MAX_DEPTH = 32
