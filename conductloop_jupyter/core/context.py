@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import types
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import UsageError
 from .events import EventKind, clip, jsonable
+from .payloads import json_problem
 from .pricing import price_usd
 from .requests import Decision
 
@@ -100,13 +100,12 @@ class _Handle:
             for reserved in ("message", "level"):
                 if reserved in fields:
                     raise UsageError(f"a log field cannot be named {reserved!r}: rename it")
-            try:
-                json.dumps(fields, allow_nan=False)
-            except (TypeError, ValueError) as error:
+            problem = json_problem(fields)
+            if problem is not None:
                 raise UsageError(
                     f"log fields must be JSON data (str, numbers, bools, None, lists, dicts): "
-                    f"{error}"
-                ) from None
+                    f"{problem}"
+                )
             data.update(fields)
         self._emit("log", data)
 

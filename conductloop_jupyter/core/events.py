@@ -255,7 +255,13 @@ _MAX_TEXT = 2000
 
 
 def clip(text: str, limit: int = _MAX_TEXT) -> str:
-    """``text`` cut to ``limit`` characters, saying so when it was cut."""
+    """``text`` cut to ``limit`` characters, saying so when it was cut; a lone surrogate
+    (which no store or browser takes) becomes U+FFFD."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if len(text) <= limit:
         return text
     if limit < 20:  # too short to say how much was cut

@@ -22,7 +22,8 @@ Check = Callable[[Any], bool]
 INT_MAX = 2**63 - 1
 
 
-def _text(value: Any) -> bool:
+def is_text(value: Any) -> bool:
+    """A ``str`` that is valid Unicode (no lone surrogate: no store or browser takes one)."""
     if type(value) is not str:
         return False
     if value.isascii():
@@ -58,7 +59,7 @@ def _one_of(*values: str) -> Check:
 
 
 def _texts(value: Any) -> bool:
-    return type(value) is list and all(map(_text, value))
+    return type(value) is list and all(map(is_text, value))
 
 
 def _object(value: Any) -> bool:
@@ -87,8 +88,8 @@ def _schema(kind: str, required: str, optional: str = "") -> None:
 
 
 _CHECKS: dict[str, tuple[Check, str]] = {
-    "text": (_text, "text"),
-    "text?": (_optional(_text), "text or null"),
+    "text": (is_text, "text"),
+    "text?": (_optional(is_text), "text or null"),
     "count": (_count, "a non-negative integer"),
     "amount?": (_optional(_amount), "a non-negative number or null"),
     "number": (_number, "a finite number"),
@@ -151,7 +152,7 @@ def problem(kind: str, data: Mapping[str, Any]) -> str | None:
         missing = next(name for name in SCHEMAS[kind][0] if name not in data)
         return f"{kind}.{missing}: missing ({fields[missing][1]})"
     for key, item in data.items():
-        if type(key) is not str or not (key.isascii() or _text(key)):
+        if type(key) is not str or not (key.isascii() or is_text(key)):
             return f"{kind}.{_short(key)}: a key must be text"
         spec = fields.get(key)
         if spec is not None and not spec[0](item):
@@ -179,7 +180,7 @@ _MAX_DEPTH = 32
 def _unfit(value: Any, depth: int) -> str | None:
     """Where in ``value`` (a dict from JSON) something is not plain, storable JSON."""
     for key, item in value.items():
-        if type(key) is not str or not (key.isascii() or _text(key)):
+        if type(key) is not str or not (key.isascii() or is_text(key)):
             return f"{_short(key)}: a key must be text"
         bad = _unfit_item(item, depth)
         if bad is not None:
@@ -187,10 +188,16 @@ def _unfit(value: Any, depth: int) -> str | None:
     return None
 
 
+def json_problem(value: Any) -> str | None:
+    """Where ``value`` is not plain JSON a store and a browser take (``None``: it is)."""
+    bad = _unfit_item(value, 0)
+    return None if bad is None else bad.removeprefix(": ").removeprefix(".")
+
+
 def _unfit_item(item: Any, depth: int) -> str | None:
     kind = type(item)
     if kind is str:
-        return None if item.isascii() or _text(item) else ": text with a lone surrogate"
+        return None if item.isascii() or is_text(item) else ": text with a lone surrogate"
     if kind is int or kind is float:
         return None if _number(item) else f": must be a finite number within 64 bits, not {item!r}"
     if item is None or kind is bool:

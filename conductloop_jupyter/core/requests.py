@@ -9,13 +9,13 @@ and, for an approval, edited ``args`` (a framework's edited tool input).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .events import clip, jsonable
+from .payloads import is_text, json_problem
 from .states import AgentState
 from .view import Request, RequestKind
 
@@ -158,8 +158,8 @@ class Requests:
             raise UsageError(_wrong_verb(request, decision))
         if decision == "answered":
             text = _check_answer(request, text)
-        if note is not None and not isinstance(note, str):
-            raise UsageError(f"a note is text, not {note!r}")
+        if note is not None and not is_text(note):
+            raise UsageError(f"a note is text (without lone surrogates), not {note!r}")
         if args is not None:
             args = _check_args(request, decision, args)
         if not request.open:
@@ -191,8 +191,8 @@ def _wrong_verb(request: Request, decision: str) -> str:
 
 
 def _check_answer(request: Request, text: str | None) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise UsageError("an answer must be non-empty text")
+    if not isinstance(text, str) or not text.strip() or not is_text(text):
+        raise UsageError("an answer must be non-empty text (without lone surrogates)")
     if request.choices is not None and text not in request.choices:
         raise UsageError(
             f"request {request.id} accepts one of {list(request.choices)}, not {text!r}"
@@ -205,8 +205,7 @@ def _check_args(request: Request, decision: str, args: Mapping[str, Any]) -> dic
         raise UsageError("edited args go with approving an approval: loop.approve(id, args={...})")
     if not isinstance(args, Mapping):
         raise UsageError(f"args are the edited arguments as a dict, not {args!r}")
-    try:
-        json.dumps(args, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"args must be JSON data (str, numbers, lists, dicts): {error}") from None
+    problem = json_problem(dict(args))
+    if problem is not None:
+        raise UsageError(f"args must be JSON data (str, numbers, lists, dicts): {problem}")
     return {str(key): value for key, value in args.items()}

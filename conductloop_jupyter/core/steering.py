@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from .budgets import usd
 from .errors import AgentStopped, UsageError
 from .events import clip
+from .payloads import is_text
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -74,6 +75,8 @@ class Steering:
     def redirect(self, agent_id: str, text: str, by: str) -> None:
         if not isinstance(text, str) or not text.strip():
             raise UsageError("redirect needs the new instruction as non-empty text")
+        if not is_text(text):
+            raise UsageError("the new instruction has a lone surrogate: it is not text")
         runtime = self._runtime
         record = runtime.live(agent_id, "redirected")
         runtime.gates.redirect(record, text)

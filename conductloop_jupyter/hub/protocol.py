@@ -25,6 +25,7 @@ from typing import Any, Literal, TypedDict
 
 from ..core.errors import ConductLoopError
 from ..core.events import SEQ_MAX, Event
+from ..core.payloads import is_text, json_problem
 from ..core.steering import COMMAND_FIELDS
 
 PROTOCOL_VERSION = 1
@@ -141,6 +142,8 @@ def _text(message: Mapping[str, Any], field: str, *, optional: bool = False) -> 
         return ""
     if not isinstance(value, str) or not value:
         raise ProtocolError("bad_message", f"field {field!r} must be a non-empty string")
+    if not is_text(value):
+        raise ProtocolError("bad_message", f"field {field!r} has a lone surrogate: not text")
     return value
 
 
@@ -166,7 +169,10 @@ def bad_event(raw: Any, problem: str) -> dict[str, Any]:
 
 
 def parse_command(command: Any) -> dict[str, Any]:
-    """A steering command ``{"op": ..., ...}``: checked before it is routed."""
+    """A steering command ``{"op": ..., ...}``: checked before it is routed.
+
+    Returns the command with only the fields its op takes, so that nothing it does not
+    check reaches the routing or the runtime."""
     if not isinstance(command, dict):
         raise ProtocolError("bad_message", "a command must be an object with an 'op' field")
     op = command.get("op")
@@ -174,18 +180,28 @@ def parse_command(command: Any) -> dict[str, Any]:
         raise ProtocolError(
             "bad_message", f"command 'op' must be one of {', '.join(COMMAND_FIELDS)}"
         )
+    clean: dict[str, Any] = {"op": op}
     for field in COMMAND_FIELDS[op]:
-        _text(command, field)
+        clean[field] = _text(command, field)
     for field in ("note", "by"):
-        if command.get(field) is not None and not isinstance(command[field], str):
-            raise ProtocolError("bad_message", f"field {field!r} must be a string")
-    if command.get("args") is not None and (
-        op != "approve" or not isinstance(command["args"], dict)
-    ):
-        raise ProtocolError(
-            "bad_message", "field 'args' (edited arguments) is an object of 'approve'"
-        )
-    return command
+        if field in command:
+            value = command[field]
+            if value is not None and not is_text(value):
+                raise ProtocolError("bad_message", f"field {field!r} must be text")
+            clean[field] = value
+    args = command.get("args")
+    if args is not None:
+        if op != "approve" or type(args) is not dict:
+            raise ProtocolError(
+                "bad_message", "field 'args' (edited arguments) is an object of 'approve'"
+            )
+        problem = json_problem(args)
+        if problem is not None:
+            raise ProtocolError("bad_message", f"field 'args': {problem}")
+        clean["args"] = args
+    if op == "stop_all" and "skip" in command:
+        clean["skip"] = command["skip"]
+    return clean
 
 
 def parse_runtime_message(raw: str | bytes) -> dict[str, Any]:
