@@ -184,13 +184,16 @@ class Hub(PlotMethods):
         return status
 
     def devices(self) -> pd.DataFrame:
-        """Paired phones: ``id, name, user_agent, address, created, last_seen``."""
+        """Paired phones: ``id, name, user_agent, address, created, last_seen, expires``.
+
+        ``last_seen`` is the device's last use; ``expires`` is when it is signed out unless
+        used before (``NaT``: never; see ``$CONDUCTLOOP_DEVICE_IDLE_DAYS``)."""
         import pandas as pd
 
         rows = self._call("GET", "/conductloop/api/devices")["devices"]
-        columns = ["id", "name", "user_agent", "address", "created", "last_seen"]
+        columns = ["id", "name", "user_agent", "address", "created", "last_seen", "expires"]
         frame = pd.DataFrame(rows, columns=columns)
-        for column in ("created", "last_seen"):
+        for column in ("created", "last_seen", "expires"):
             frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
         return frame
 

@@ -123,6 +123,7 @@ class HubServer:
         """Close the listener and every connection (runtimes will replay to the next hub)."""
         if self.hub is not None and self.hub.phone is not None:
             await self.hub.phone.stop()  # first: its long polls answer while they can
+            await self.hub.phone.pairing.flushed()  # last uses and sign-outs reach the file
         if self._server is not None:
             self._server.stop()
             if self.hub is not None:
