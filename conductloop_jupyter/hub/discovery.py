@@ -4,12 +4,18 @@ A running hub writes ``<home>/hub.json`` — its address, its secret and its pid
 mode 0600, so that runtimes, ``cl.connect()`` and the CLI of the same user find it. The
 Jupyter server extension exports ``CONDUCTLOOP_HUB`` and ``CONDUCTLOOP_HUB_SECRET`` instead,
 which kernels started by that server inherit. ``CONDUCTLOOP_HUB=off`` means "no hub".
+
+The home holds the hub's secret, its paired devices and the whole history (prompts, tool
+inputs and results), so it is this user's alone: ``private_home`` creates it 0700, whatever
+the umask, and tightens one that others could read (to 0700, its files to 0600).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,7 @@ HUB_ENV = "CONDUCTLOOP_HUB"
 SECRET_ENV = "CONDUCTLOOP_HUB_SECRET"
 HOME_ENV = "CONDUCTLOOP_HOME"
 HUB_FILE = "hub.json"
+log = logging.getLogger("conductloop.hub")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,36 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     return Path(home).expanduser() if home is not None else default_home()
 
 
+def private_home(home: Path) -> Path:
+    """Create ``home`` (0700), or tighten an existing one others can read or enter.
+
+    The folder becomes 0700 and every file directly in it that group or others could use
+    becomes 0600; what was changed is logged (a warning), once per start. Blocking.
+    """
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if sys.platform == "win32":  # no POSIX modes: the user's profile folder protects it
+        return home
+    changed: list[str] = []
+    mode = stat.S_IMODE(home.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(home, 0o700)
+        changed.append(f"{home} {mode:03o} -> 700")
+    with os.scandir(home) as entries:
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
+            if mode & 0o077:
+                os.chmod(entry.path, 0o600)
+                changed.append(f"{entry.name} {mode:03o} -> 600")
+    if changed:
+        log.warning(
+            "tightened file modes in the hub's home (it holds the history and secrets): %s",
+            ", ".join(changed),
+        )
+    return home
+
+
 def check_url(url: str) -> str:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise UsageError(f"a hub address looks like http://127.0.0.1:8765, not {url!r}")
@@ -89,7 +126,7 @@ def read_hub_file(home: Path) -> tuple[HubAddress, int] | None:
 
 def write_hub_file(home: Path, address: HubAddress, pid: int) -> Path:
     """Write ``hub.json`` readable by this user only (0600), atomically."""
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = home / HUB_FILE
     partial = home / f".{HUB_FILE}.{pid}"
     body = json.dumps({"url": address.url, "secret": address.secret, "pid": pid})

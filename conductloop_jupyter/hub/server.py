@@ -26,7 +26,13 @@ from tornado.netutil import bind_sockets
 from ..core.clock import Clock
 from ..core.errors import ConductLoopError
 from .app import make_hub_app
-from .discovery import HubAddress, read_hub_file, remove_hub_file, write_hub_file
+from .discovery import (
+    HubAddress,
+    private_home,
+    read_hub_file,
+    remove_hub_file,
+    write_hub_file,
+)
 from .hub import Hub, new_secret
 from .phone import PhoneService
 from .store import EventStore
@@ -66,7 +72,7 @@ class HubServer:
         """Take the home's lock and bind the listening socket (no loop needed yet)."""
         if self.address is not None:
             return self.address
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_home(self.home)  # 0700, and tightened if it was looser
         self._take_lock()
         self.secret = self.secret or _home_secret(self.home)
         try:
@@ -81,7 +87,8 @@ class HubServer:
     def _take_lock(self) -> None:
         if sys.platform == "win32":  # no flock: one hub per home is then by convention
             return
-        lock = open(self.home / "hub.lock", "a+")  # noqa: SIM115 - held for the hub's life
+        fd = os.open(self.home / "hub.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        lock = os.fdopen(fd, "a+")  # held for the hub's life
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -157,7 +164,7 @@ def _home_secret(home: Path) -> str:
     except FileNotFoundError:
         secret = ""
     if len(secret) < 32:
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         secret = new_secret()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:

@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -184,7 +185,11 @@ class EventStore(EventHistory):
             raise StoreError("this EventStore was closed; make a new one")
         if self._writer is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # the history is this user's alone: create the file 0600 before SQLite does (0644
+        # under umask 022); SQLite gives -wal and -shm the database file's mode
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
