@@ -192,6 +192,18 @@ class PhoneOpenMixin(JsonMixin):
                 ProtocolError("usage", f"the phone listener is already open at {phone.base_url}")
             )
             return
+        elif tls and not phone.tls:
+            # Not switched over: that would cut off the phones using the plain page now and
+            # move its address. Say why, and how to get HTTPS (never a plain link instead).
+            self.send_error_json(
+                ProtocolError(
+                    "usage",
+                    f"tls=True: the phone listener is already open without TLS at "
+                    f"{phone.base_url}, and one hub has one listener; restart the hub and "
+                    "ask for tls=True first, or pair over the plain one with tls=False",
+                )
+            )
+            return
         url, code_id, expires = phone.pair_url(ttl)
         self.send_json(
             {
