@@ -19,7 +19,6 @@ use the mixins below, so the API behaves the same everywhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -29,7 +28,7 @@ from tornado import web, websocket
 
 from ..core.errors import UsageError
 from .commands import serve_client_message
-from .hub import Hub, request_row
+from .hub import Hub, SendQueue, request_row
 from .phone import check_phone_options
 from .protocol import (
     MAX_CLIENT_MESSAGE,
@@ -74,21 +73,43 @@ class HubMixin:
 
 
 class SocketMixin(HubMixin):
-    """A WebSocket as the hub's ``Connection``: ``send`` never blocks or raises.
+    """A WebSocket as the hub's ``Connection``: ``send`` never blocks or raises, and what
+    the peer leaves unread is bounded (``hub.SendQueue``: past ``SEND_LIMIT`` bytes, the
+    connection is closed with 1013 and sent nothing more).
 
     ``TCP_NODELAY``: every message is small and wanted now (events, acks, commands). With
     Nagle's algorithm a message written while the previous one is still unacknowledged
     waits for that ACK, which a peer in delayed-ACK mode holds for 40 ms or more.
     """
 
+    _queue: SendQueue | None = None
+
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)  # type: ignore[attr-defined]
         self.hub.opened(self)  # type: ignore[arg-type]
 
+    @property
+    def send_queue(self) -> SendQueue:
+        if self._queue is None:
+            self._queue = SendQueue(self._write, self.close, self.hub.send_limit)  # type: ignore[attr-defined]
+        return self._queue
+
     def send(self, message: dict[str, Any] | str) -> None:
-        text = message if isinstance(message, str) else dumps(message)
-        with contextlib.suppress(websocket.WebSocketClosedError):
-            self.write_message(text)  # type: ignore[attr-defined]
+        self.send_queue.send(message if isinstance(message, str) else dumps(message))
+
+    async def drained(self) -> bool:
+        return await self.send_queue.drained()
+
+    def _write(self, text: str) -> asyncio.Future[None] | None:
+        try:
+            future: asyncio.Future[None] = self.write_message(text)  # type: ignore[attr-defined]
+        except websocket.WebSocketClosedError:
+            return None
+        return future
+
+    def ended(self) -> None:
+        """From ``on_close``: nothing more is sent, and a catch-up under way stops."""
+        self.send_queue.closed()
 
 
 # -- REST ----------------------------------------------------------------------------------
@@ -286,6 +307,7 @@ class ClientSocketMixin(SocketMixin):
         await serve_client_message(self.hub, self, raw, self.who())  # type: ignore[arg-type]
 
     def on_close(self) -> None:
+        self.ended()
         self.hub.closed(self)  # type: ignore[arg-type]
 
 
@@ -328,6 +350,7 @@ class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
         self.send({"type": "ack", "seq": seq})
 
     def on_close(self) -> None:
+        self.ended()
         if self.runtime is not None:
             self.hub.runtime_closed(self.runtime, self)
         self.hub.closed(self)

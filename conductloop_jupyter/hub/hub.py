@@ -50,11 +50,88 @@ HUB_RUNTIME = "hub"
 RECENT = 50_000  # events kept in memory for clients catching up
 
 
+#: bytes a client's socket may leave unsent before the hub drops it (``SendQueue``)
+SEND_LIMIT = 4 * 1024 * 1024
+#: the close code of a client dropped for reading too slowly (RFC 6455: "try again later")
+TOO_SLOW = 1013
+CATCH_UP_PAGE = 5000  # events per message while a client catches up
+
+
 class Connection(Protocol):
     def send(self, message: dict[str, Any] | str) -> None:
         """Queue a message (a dict, or JSON text already encoded); never blocks."""
 
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
+
+    async def drained(self) -> bool:
+        """Once everything sent so far has left for the socket: ``True``; ``False`` if the
+        connection closed (or was dropped) instead."""
+        ...
+
+
+class SendQueue:
+    """What one connection was given to send and its socket has not taken yet, bounded.
+
+    ``write(text)`` hands a message to the transport and returns a future done once it
+    has been written to the socket (tornado's ``write_message``), or ``None`` when the
+    connection is closed. Everything unwritten counts against ``limit`` (bytes, of JSON
+    text, which is ASCII): a message is taken while less than ``limit`` waits, so at most
+    ``limit`` plus one message is held for a client; past it, the client is dropped with
+    ``close(TOO_SLOW, ...)`` and sent nothing more. It reconnects and catches up by id
+    (``Hub.subscribe``), and nobody else waits for it: fan-out never blocks, agents are
+    never slowed. A write that fails because the peer went away is expected, and quiet.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], asyncio.Future[None] | None],
+        close: Callable[[int, str], None],
+        limit: int = SEND_LIMIT,
+    ) -> None:
+        self._write = write
+        self._close = close
+        self.limit = limit
+        self.pending = 0  # bytes handed to the transport and not yet written
+        self.peak = 0  # the most that ever waited (tests and benchmarks read it)
+        self.ended = False  # closed, or dropped for being too slow
+        self.dropped = False
+        self._last: asyncio.Future[None] | None = None
+
+    def send(self, text: str) -> None:
+        if self.ended:
+            return
+        if self.pending >= self.limit:
+            self.dropped = self.ended = True
+            _log.warning(
+                "a client left %d bytes unread; dropped (%d), it may reconnect and catch up",
+                self.pending,
+                TOO_SLOW,
+            )
+            self._close(TOO_SLOW, "this client reads too slowly; reconnect to catch up")
+            return
+        future = self._write(text)
+        if future is None:
+            self.ended = True
+            return
+        size = len(text)
+        self.pending += size
+        self.peak = max(self.peak, self.pending)
+        self._last = future
+        future.add_done_callback(lambda done: self._written(done, size))
+
+    def _written(self, future: asyncio.Future[None], size: int) -> None:
+        self.pending -= size
+        if not future.cancelled() and future.exception() is not None:
+            self.ended = True  # the peer went away: retrieved here, so nothing is logged
+
+    async def drained(self) -> bool:
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait([last])  # writes finish in order: the last one is the end
+        return not self.ended
+
+    def closed(self) -> None:
+        self.ended = True
 
 
 class RuntimeLink:
@@ -102,6 +179,8 @@ class Hub(CommandRouting):
         self._saved_id = 0  # the last event the last saved view covers
         self._next_save = float("-inf")  # no save while events come in before (clock.now())
         self.clients: set[Connection] = set()  # subscribed to live events
+        #: what each client socket may leave unread before it is dropped (``SendQueue``)
+        self.send_limit = SEND_LIMIT
         #: every open WebSocket (runtimes and clients), each with a future done on close
         self.connections: dict[Connection, asyncio.Future[None]] = {}
         self._outbox: list[dict[str, Any]] = []
@@ -351,28 +430,53 @@ class Hub(CommandRouting):
     async def subscribe(self, client: Connection, after: int) -> None:
         """Send ``client`` what it missed since store id ``after`` (or a snapshot), then live.
 
-        No gap and no duplicate: older history is read from the store (awaiting), then —
-        with no await in between — queued fan-out is flushed, the rest is sent from memory,
-        and the client joins the live stream.
+        No gap and no duplicate, however far back ``after`` is and however fast events
+        come: a client more than a page behind is sent a page at a time, from the recent
+        ring if it still holds the next event, else from the store, each page once the
+        client's socket has taken the one before (so a catch-up never piles up in the
+        hub's memory). Where the ring begins is looked up again after every wait, since
+        it moves on while events keep coming. Within a page of the newest event, the rest
+        is sent from the ring with no await in between: queued fan-out is flushed, the
+        rest is sent, and the client joins the live stream. (The ring holds what the
+        store may not have committed yet; the store holds what left the ring, unless it
+        failed to commit it: then those events reach a client only once stored.)
         """
         cursor = after
+        near = min(CATCH_UP_PAGE, self._recent.maxlen or CATCH_UP_PAGE)
         if after > 0:
-            oldest_recent = self._recent[0][0] if self._recent else self.last_id + 1
-            while cursor + 1 < oldest_recent:
-                page = await asyncio.to_thread(self.store.page, cursor, 5000)
-                page = [(i, e) for i, e in page if i < oldest_recent]
+            while self.last_id - cursor > near:
+                page = self._recent_after(cursor, CATCH_UP_PAGE)
+                if page is None:  # the ring has moved past it: from the store
+                    page = await asyncio.to_thread(self.store.page, cursor, CATCH_UP_PAGE)
                 if not page:
                     break
                 client.send({"type": "events", "events": [_client_event(i, e) for i, e in page]})
                 cursor = page[-1][0]
+                if not await client.drained():
+                    return  # it went away (closed() unsubscribed it, if it ever was)
         self._flush()  # what is queued now goes to the current clients only
         if after <= 0:
             client.send(self.snapshot())
         else:
-            missed = [_client_event(i, e) for i, e in self._recent if i > cursor]
-            if missed:
-                client.send({"type": "events", "events": missed})
+            while page := self._recent_after(cursor, CATCH_UP_PAGE) or []:
+                client.send({"type": "events", "events": [_client_event(i, e) for i, e in page]})
+                cursor = page[-1][0]
         self.clients.add(client)
+
+    def _recent_after(self, cursor: int, limit: int) -> list[tuple[int, Event]] | None:
+        """Up to ``limit`` events of the ring with id > ``cursor``; ``None`` if the ring
+        no longer holds the event right after ``cursor`` (it is only in the store)."""
+        ring = self._recent
+        if not ring or ring[0][0] > cursor + 1:
+            return None if cursor < self.last_id else []
+        low, high = 0, len(ring)  # ids rise along the ring: the first one above cursor
+        while low < high:
+            middle = (low + high) // 2
+            if ring[middle][0] <= cursor:
+                low = middle + 1
+            else:
+                high = middle
+        return list(itertools.islice(ring, low, low + limit))
 
     def unsubscribe(self, client: Connection) -> None:
         self.clients.discard(client)
