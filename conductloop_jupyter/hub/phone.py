@@ -35,6 +35,7 @@ from tornado.netutil import bind_sockets
 from ..core.errors import PairingError, UsageError
 from .commands import serve_client_message
 from .hub import Hub
+from .listener import PHONE_LIMITS, BoundedHTTPServer
 from .pairing import CodeStatus, Device, Pairing, code_id
 from .protocol import (
     MAX_CLIENT_MESSAGE,
@@ -133,8 +134,13 @@ class PhoneService:
             websocket_ping_interval=10,
             websocket_ping_timeout=10,
         )
-        self._server = HTTPServer(
-            app, ssl_options=ssl_options, max_body_size=MAX_CLIENT_MESSAGE, xheaders=False
+        self._server = BoundedHTTPServer(  # a cap and deadlines: see hub/listener.py
+            app,
+            limits=PHONE_LIMITS,
+            name="phone listener",
+            ssl_options=ssl_options,
+            max_body_size=MAX_CLIENT_MESSAGE,
+            xheaders=False,
         )
         self._server.add_sockets(sockets)
 

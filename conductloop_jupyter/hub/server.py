@@ -34,6 +34,7 @@ from .discovery import (
     write_hub_file,
 )
 from .hub import Hub, new_secret
+from .listener import HUB_LIMITS, BoundedHTTPServer
 from .phone import PhoneService
 from .store import EventStore
 
@@ -116,7 +117,9 @@ class HubServer:
             raise
         self.hub = hub
         hub.phone = PhoneService(hub, self.home)
-        self._server = HTTPServer(make_hub_app(hub, self.secret), xheaders=False)
+        self._server = BoundedHTTPServer(
+            make_hub_app(hub, self.secret), limits=HUB_LIMITS, name="hub listener", xheaders=False
+        )
         self._server.add_sockets(self._sockets)
         await asyncio.to_thread(write_hub_file, self.home, address, os.getpid())
         return address
