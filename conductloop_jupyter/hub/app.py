@@ -91,7 +91,7 @@ class SocketMixin(HubMixin):
     @property
     def send_queue(self) -> SendQueue:
         if self._queue is None:
-            self._queue = SendQueue(self._write, self.close, self.hub.send_limit)  # type: ignore[attr-defined]
+            self._queue = SendQueue(self._write, self._drop, self.hub.send_limit)
         return self._queue
 
     def send(self, message: dict[str, Any] | str) -> None:
@@ -106,6 +106,11 @@ class SocketMixin(HubMixin):
         except websocket.WebSocketClosedError:
             return None
         return future
+
+    def _drop(self, code: int, reason: str) -> None:
+        """Too slow: out of the live stream at once, then closed (see ``SendQueue``)."""
+        self.hub.unsubscribe(self)  # type: ignore[arg-type]
+        self.close(code, reason)  # type: ignore[attr-defined]
 
     def ended(self) -> None:
         """From ``on_close``: nothing more is sent, and a catch-up under way stops."""

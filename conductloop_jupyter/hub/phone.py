@@ -34,7 +34,7 @@ from tornado.netutil import bind_sockets
 
 from ..core.errors import PairingError, UsageError
 from .commands import serve_client_message
-from .hub import Hub
+from .hub import Hub, SendQueue
 from .listener import PHONE_LIMITS, BoundedHTTPServer
 from .pairing import CodeStatus, Device, Pairing, code_id
 from .protocol import (
@@ -442,11 +442,21 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
     def set_default_headers(self) -> None:
         self.secure_headers()
 
+    _queue: SendQueue | None = None
+
     def check_origin(self, origin: str) -> bool:
         return origin in self.phone.origins()
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         self.check_host()
+        # The cookie authenticates, so the Origin must be this listener's own, exactly,
+        # and present: tornado lets a handshake without one through (and one that says
+        # ``Sec-Fetch-Site: same-origin``), which a page elsewhere cannot make, but a
+        # stolen cookie in any other client can. Checked before the cookie is looked at.
+        if not self.same_origin():
+            self.set_status(403)
+            self.finish(json.dumps({"error": {"code": "forbidden", "message": "bad origin"}}))
+            return
         self.device = self.current_device()
         if self.device is None:
             self.set_status(401)
@@ -463,10 +473,28 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
         self.set_nodelay(True)  # live updates are small and wanted now (see app.SocketMixin)
         self.phone.sockets.setdefault(self.device.id, set()).add(self)
 
+    @property
+    def send_queue(self) -> SendQueue:
+        """Bounded as every hub socket's is (see ``hub.SendQueue``)."""
+        if self._queue is None:
+            self._queue = SendQueue(self._write, self._drop, self.phone.hub.send_limit)
+        return self._queue
+
     def send(self, message: dict[str, Any] | str) -> None:
-        text = message if isinstance(message, str) else dumps(message)
-        with contextlib.suppress(websocket.WebSocketClosedError):
-            self.write_message(text)
+        self.send_queue.send(message if isinstance(message, str) else dumps(message))
+
+    async def drained(self) -> bool:
+        return await self.send_queue.drained()
+
+    def _drop(self, code: int, reason: str) -> None:
+        self.phone.hub.unsubscribe(self)
+        self.close(code, reason)
+
+    def _write(self, text: str) -> asyncio.Future[None] | None:
+        try:
+            return self.write_message(text)
+        except websocket.WebSocketClosedError:
+            return None
 
     async def on_message(self, raw: str | bytes) -> None:
         device = self.device
@@ -482,6 +510,7 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
         )
 
     def on_close(self) -> None:
+        self.send_queue.closed()
         self.phone.hub.unsubscribe(self)
         if self.device is not None:
             self.phone.sockets.get(self.device.id, set()).discard(self)
