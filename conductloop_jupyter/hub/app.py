@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tornado import web, websocket
+from tornado.http1connection import HTTP1Connection
 
 from ..core.errors import UsageError
 from .commands import serve_client_message
@@ -295,6 +296,69 @@ class RevokeMixin(JsonMixin):
         self.send_json({"ok": True})
 
 
+# -- the hub listener's own auth: the secret from hub.json ---------------------------------
+
+
+def check_bearer(handler: web.RequestHandler, max_body: int = MAX_CLIENT_MESSAGE) -> None:
+    """The secret, before a byte of the body is read (every handler that calls this
+    streams its body: ``@web.stream_request_body``), then a body of at most ``max_body``.
+
+    Refused, the answer goes out at once and tornado closes the connection rather than
+    read the body (a 10 MB body without the secret costs the hub nothing).
+    """
+    secret: str = handler.settings["conductloop_secret"]
+    given = handler.request.headers.get("Authorization", "")
+    if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:], secret)):
+        _refuse(handler, 401, "unauthorized", "this hub needs its secret")
+    length = handler.request.headers.get("Content-Length", "0")
+    if not length.isdigit() or int(length) > max_body:
+        _refuse(handler, 413, "bad_message", f"a request body is at most {max_body} bytes")
+    connection = handler.request.connection
+    if isinstance(connection, HTTP1Connection):
+        connection.set_max_body_size(max_body)  # a chunked body too
+
+
+def _refuse(handler: web.RequestHandler, status: int, code: str, message: str) -> None:
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(json.dumps({"error": {"code": code, "message": message}}))
+    raise web.Finish()
+
+
+@web.stream_request_body
+class BearerHandler(web.RequestHandler):
+    """The hub listener's REST handlers: the secret first, then the body (see
+    ``check_bearer``), which the method reads as ``self.request.body`` as usual."""
+
+    def prepare(self) -> None:
+        check_bearer(self)
+
+    def data_received(self, chunk: bytes) -> None:
+        self.request.body += chunk  # at most MAX_CLIENT_MESSAGE in all
+
+    def who(self) -> str:
+        return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
+
+
+class HubNotFound(BearerHandler):
+    """Any other path: 404, to a caller with the secret (and 401 to anyone else)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise web.HTTPError(404)
+
+
+@web.stream_request_body
+class BearerSocket(web.RequestHandler):
+    """A WebSocket handshake on the hub listener: the secret first, and no body at all."""
+
+    def prepare(self) -> None:
+        check_bearer(self, max_body=0)
+
+    def data_received(self, chunk: bytes) -> None:  # pragma: no cover - max_body=0
+        raise web.HTTPError(413)
+
+
 # -- WebSockets ----------------------------------------------------------------------------
 
 
@@ -316,13 +380,10 @@ class ClientSocketMixin(SocketMixin):
         self.hub.closed(self)  # type: ignore[arg-type]
 
 
-class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
+class RuntimeSocket(SocketMixin, BearerSocket, websocket.WebSocketHandler):
     """A Conductor's link. Speaks ``hello`` first; see ``protocol.py``."""
 
     runtime: str | None = None
-
-    def prepare(self) -> None:
-        check_bearer(self)
 
     @property
     def max_message_size(self) -> int:
@@ -359,28 +420,6 @@ class RuntimeSocket(SocketMixin, websocket.WebSocketHandler):
         if self.runtime is not None:
             self.hub.runtime_closed(self.runtime, self)
         self.hub.closed(self)
-
-
-# -- the hub listener's own auth: the secret from hub.json ---------------------------------
-
-
-def check_bearer(handler: web.RequestHandler) -> None:
-    secret: str = handler.settings["conductloop_secret"]
-    given = handler.request.headers.get("Authorization", "")
-    if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:], secret)):
-        handler.set_status(401)
-        handler.set_header("Content-Type", "application/json")
-        body = {"error": {"code": "unauthorized", "message": "this hub needs its secret"}}
-        handler.finish(json.dumps(body))
-        raise web.Finish()
-
-
-class BearerHandler(web.RequestHandler):
-    def prepare(self) -> None:
-        check_bearer(self)
-
-    def who(self) -> str:
-        return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
 
 
 class HubAgents(AgentsMixin, BearerHandler):
@@ -428,10 +467,7 @@ class HubRevoke(RevokeMixin, BearerHandler):
         await self.respond()
 
 
-class HubClientSocket(ClientSocketMixin, websocket.WebSocketHandler):
-    def prepare(self) -> None:
-        check_bearer(self)
-
+class HubClientSocket(ClientSocketMixin, BearerSocket, websocket.WebSocketHandler):
     def who(self) -> str:
         return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
 
@@ -458,6 +494,7 @@ def make_hub_app(hub: Hub, secret: str) -> web.Application:
         hub_routes(),
         conductloop_hub=hub,
         conductloop_secret=secret,
+        default_handler_class=HubNotFound,
         websocket_ping_interval=10,
         websocket_ping_timeout=10,
         log_function=_log_request,
