@@ -25,6 +25,7 @@ import pytest
 
 from conductloop_jupyter.hub.discovery import HubAddress
 from conductloop_jupyter.hub.hub import SEND_LIMIT, TOO_SLOW, Connection, Hub
+from tests.hub._phone_support import PhoneHub
 from tests.hub._support import (
     Message,
     Peer,
@@ -207,3 +208,26 @@ async def test_clients_that_vanish_mid_stream_leave_no_error_in_the_hubs_log(
     assert logged == []
     assert "never retrieved" not in caplog.text
     assert "WebSocketClosedError" not in caplog.text
+
+
+async def test_a_phone_that_stops_reading_is_closed_with_1013_after_what_it_was_sent(
+    phone: PhoneHub,
+) -> None:
+    hub = phone.embedded.server.hub
+    assert hub is not None
+    hub.send_limit = 64 * 1024  # read on the hub's thread only when it sends
+    device = await asyncio.to_thread(phone.pair)
+    async with phone.socket(device) as ws, runtime_peer(phone.address) as runtime:
+        await ws.send({"type": "subscribe", "after": 0})
+        assert (await ws.recv())["type"] == "snapshot"
+        await stream(runtime)  # the phone reads nothing meanwhile (past its kernel buffers)
+        got: list[int] = []
+        while True:
+            raw = await asyncio.wait_for(ws.ws.read_message(), 10)
+            if raw is None:
+                break
+            got.extend(e["id"] for e in json.loads(raw)["events"])
+        assert ws.ws.close_code == TOO_SLOW
+        assert got == list(range(1, len(got) + 1))  # in order, then cut off
+        assert len(got) < BATCHES * PER_BATCH
+        ws.ended = True
