@@ -19,17 +19,15 @@ use the mixins below, so the API behaves the same everywhere.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from tornado import web, websocket
-from tornado.http1connection import HTTP1Connection
 
 from ..core.errors import UsageError
+from .bearer import BearerHandler, BearerSocket, HubNotFound
 from .commands import serve_client_message
-from .hub import Hub, SendQueue, request_row
+from .hub import Hub, request_row
 from .phone import check_phone_options
 from .protocol import (
     MAX_CLIENT_MESSAGE,
@@ -40,6 +38,7 @@ from .protocol import (
     load,
     parse_runtime_message,
 )
+from .sendqueue import SendQueue
 from .store import StoreError
 
 HTTP_STATUS = {
@@ -75,7 +74,7 @@ class HubMixin:
 
 class SocketMixin(HubMixin):
     """A WebSocket as the hub's ``Connection``: ``send`` never blocks or raises, and what
-    the peer leaves unread is bounded (``hub.SendQueue``: past ``SEND_LIMIT`` bytes, the
+    the peer leaves unread is bounded (``sendqueue.SendQueue``: past ``SEND_LIMIT`` bytes, the
     connection is closed with 1013 and sent nothing more).
 
     ``TCP_NODELAY``: every message is small and wanted now (events, acks, commands). With
@@ -294,69 +293,6 @@ class RevokeMixin(JsonMixin):
             self.send_error_json(ProtocolError("bad_message", f"no device {device_id!r}"))
             return
         self.send_json({"ok": True})
-
-
-# -- the hub listener's own auth: the secret from hub.json ---------------------------------
-
-
-def check_bearer(handler: web.RequestHandler, max_body: int = MAX_CLIENT_MESSAGE) -> None:
-    """The secret, before a byte of the body is read (every handler that calls this
-    streams its body: ``@web.stream_request_body``), then a body of at most ``max_body``.
-
-    Refused, the answer goes out at once and tornado closes the connection rather than
-    read the body (a 10 MB body without the secret costs the hub nothing).
-    """
-    secret: str = handler.settings["conductloop_secret"]
-    given = handler.request.headers.get("Authorization", "")
-    if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:], secret)):
-        _refuse(handler, 401, "unauthorized", "this hub needs its secret")
-    length = handler.request.headers.get("Content-Length", "0")
-    if not length.isdigit() or int(length) > max_body:
-        _refuse(handler, 413, "bad_message", f"a request body is at most {max_body} bytes")
-    connection = handler.request.connection
-    if isinstance(connection, HTTP1Connection):
-        connection.set_max_body_size(max_body)  # a chunked body too
-
-
-def _refuse(handler: web.RequestHandler, status: int, code: str, message: str) -> None:
-    handler.set_status(status)
-    handler.set_header("Content-Type", "application/json")
-    handler.finish(json.dumps({"error": {"code": code, "message": message}}))
-    raise web.Finish()
-
-
-@web.stream_request_body
-class BearerHandler(web.RequestHandler):
-    """The hub listener's REST handlers: the secret first, then the body (see
-    ``check_bearer``), which the method reads as ``self.request.body`` as usual."""
-
-    def prepare(self) -> None:
-        check_bearer(self)
-
-    def data_received(self, chunk: bytes) -> None:
-        self.request.body += chunk  # at most MAX_CLIENT_MESSAGE in all
-
-    def who(self) -> str:
-        return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
-
-
-class HubNotFound(BearerHandler):
-    """Any other path: 404, to a caller with the secret (and 401 to anyone else)."""
-
-    def prepare(self) -> None:
-        super().prepare()
-        raise web.HTTPError(404)
-
-
-@web.stream_request_body
-class BearerSocket(web.RequestHandler):
-    """A WebSocket handshake on the hub listener: the secret first, and no body at all."""
-
-    def prepare(self) -> None:
-        check_bearer(self, max_body=0)
-
-    def data_received(self, chunk: bytes) -> None:  # pragma: no cover - max_body=0
-        raise web.HTTPError(413)
 
 
 # -- WebSockets ----------------------------------------------------------------------------

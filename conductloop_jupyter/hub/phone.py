@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import hashlib
 import ipaddress
 import json
 import logging
 import socket
-import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +30,9 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ..core.errors import PairingError, UsageError
+from .certificate import self_signed
 from .commands import serve_client_message
-from .hub import Hub, SendQueue
+from .hub import Hub
 from .listener import PHONE_LIMITS, BoundedHTTPServer
 from .pairing import CodeStatus, Device, Pairing, code_id
 from .protocol import (
@@ -43,6 +41,7 @@ from .protocol import (
     dumps,
     load,
 )
+from .sendqueue import SendQueue
 
 log = logging.getLogger("conductloop.phone")
 STATIC = Path(__file__).resolve().parent.parent / "static" / "phone"
@@ -116,7 +115,9 @@ class PhoneService:
         self.host, self.port = host, sockets[0].getsockname()[1]
         ssl_options = None
         if tls:
-            ssl_options, self.fingerprint = await asyncio.to_thread(self._certificate)
+            ssl_options, self.fingerprint = await asyncio.to_thread(
+                self_signed, self.home, self.host
+            )
         self.tls = tls
         app = web.Application(
             [
@@ -220,45 +221,6 @@ class PhoneService:
                     connection.close(1001, "the hub is stopping")
             await self._server.close_all_connections()
             self._server = None
-
-    def _certificate(self) -> tuple[ssl.SSLContext, str]:
-        """A self-signed certificate for the listener's address; and its SHA-256."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "conductloop phone")])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(self.host))]),
-                critical=False,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        cert_path, key_path = self.home / "phone-cert.pem", self.home / "phone-key.pem"
-        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key_bytes = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(key_bytes)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_path, key_path)
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        digest = hashlib.sha256(der).hexdigest().upper()
-        return context, ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -475,7 +437,7 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
 
     @property
     def send_queue(self) -> SendQueue:
-        """Bounded as every hub socket's is (see ``hub.SendQueue``)."""
+        """Bounded as every hub socket's is (see ``sendqueue.SendQueue``)."""
         if self._queue is None:
             self._queue = SendQueue(self._write, self._drop, self.phone.hub.send_limit)
         return self._queue

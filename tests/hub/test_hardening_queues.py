@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from conductloop_jupyter.hub.discovery import HubAddress
-from conductloop_jupyter.hub.hub import SEND_LIMIT, TOO_SLOW, Connection, Hub
+from conductloop_jupyter.hub.hub import Connection, Hub
+from conductloop_jupyter.hub.sendqueue import SEND_LIMIT, TOO_SLOW
 from tests.hub._phone_support import PhoneHub
 from tests.hub._support import (
     Message,
