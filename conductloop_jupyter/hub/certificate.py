@@ -41,13 +41,15 @@ def self_signed(home: Path, host: str) -> tuple[ssl.SSLContext, str]:
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = home / "phone-cert.pem", home / "phone-key.pem"
+    for path in (cert_path, key_path):  # made anew 0600, like everything in the home
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    key_path.touch(mode=0o600)
     key_path.write_bytes(key_bytes)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_path, key_path)

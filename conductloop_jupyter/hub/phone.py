@@ -30,6 +30,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ..core.errors import PairingError, UsageError
+from ..core.payloads import is_text
 from .certificate import self_signed
 from .commands import serve_client_message
 from .hub import Hub
@@ -324,9 +325,12 @@ class PairHandler(PhoneHandler):
             code = body.get("code")
             if not isinstance(code, str):
                 raise ProtocolError("bad_message", "field 'code' must be a string")
+            name = body.get("name")
+            if name is not None and not is_text(name):
+                raise ProtocolError("bad_message", "field 'name' must be text")
             device, token = await self.phone.pairing.pair(  # claims and saves, or neither
                 code,
-                name=str(body.get("name") or ""),
+                name=name or "",
                 user_agent=self.request.headers.get("User-Agent", ""),
                 address=self.request.remote_ip or "",
             )
