@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from conductloop_jupyter.core.events import Event
 from conductloop_jupyter.hub.server import stop_embedded
 from conductloop_jupyter.hub.store import EventStore
 from conductloop_jupyter.testing import EventRecorder, match
+from tests.hub._process_support import Procs, free_port, until
 from tests.hub._support import get, running_hub, runtime_peer, send_events, started, wire
 
 TS = 1_767_225_600.0
@@ -94,3 +98,31 @@ def _refused_by_the_embedded_hub(own_home: Path, caplog: pytest.LogCaptureFixtur
         assert caplog.text.count("the hub refused what") == 1
         [agent] = cl.connect(home=str(own_home)).agents().to_dict("records")
         assert (agent["agent_id"], agent["state"]) == (run.agent_id, "done")
+
+
+def test_a_served_hub_on_a_poisoned_home_starts_again_after_sigkill_and_takes_runtimes(
+    procs: Procs, home: Path
+) -> None:
+    home.mkdir(mode=0o700, exist_ok=True)
+    with EventStore(home / "events.sqlite3") as store:
+        store.append(POISON)
+    for attempt in ("first start", "after SIGKILL"):
+        hub, _ = procs.serve(free_port(), name=f"hub-{attempt}")
+        [old] = until(lambda: _agents(home) or None, f"the old agent ({attempt})")
+        assert (old["agent_id"], old["state"]) == ("old-1", "queued"), attempt
+        if attempt == "first start":
+            os.kill(hub.pid, signal.SIGKILL)
+            assert hub.exit_code() == -signal.SIGKILL
+    quick = procs.start("quick", [sys.executable, str(procs.dir / "quick.py")])
+    assert quick.expect("RESULT") == ["42"]
+    assert quick.exit_code() == 0
+    names = {str(a["name"]) for a in _agents(home)}
+    assert {"old", "worker"} <= names  # the poisoned history and the new runtime's agent
+
+
+def _agents(home: Path) -> list[dict[str, object]]:
+    try:
+        rows: list[dict[str, object]] = cl.connect(home=str(home)).agents().to_dict("records")
+    except cl.ConductLoopError:
+        return []
+    return rows
