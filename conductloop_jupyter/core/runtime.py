@@ -4,7 +4,7 @@ It owns the event sequence and ``emit``, the view, the bounded log, the live age
 records, the registered agents, the sinks and the loop host. Small collaborators each own
 their slice of per-agent state: ``gates`` (stop, pause, waiters), ``budgets``, ``requests``
 (open, await, decide), ``stalls``, ``tools``, ``supervisors``; ``fanout`` runs children.
-``Context`` talks to it only through the methods of ``AgentPort`` (see ``context``);
+``Context`` talks to it only through the methods of ``port.AgentPort``;
 ``cl.Conductor`` is the public class built on it.
 
 Everything here runs on the runtime's loop thread (see ``loophost``); the ways in from
