@@ -23,7 +23,10 @@ onto the loop.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 from ..core.clock import Clock
 from ..core.events import Event
@@ -34,6 +37,12 @@ TASK_PREFIX = "conductloop-hub:"  # the name of every task the hub keeps running
 
 Batch = list[tuple[int, Event]]  # (store id, event), the events of one runtime in seq order
 Acked = Callable[[int], None]
+#: what the store did with a batch: stored (runtime, first seq, last seq, acked), or failed
+#: (runtime, the batch, acked, attempt)
+Outcome = (
+    tuple[Literal["stored"], str, int, int, Acked | None]
+    | tuple[Literal["failed"], str, Batch, Acked | None, int]
+)
 
 
 class Durability:
@@ -45,6 +54,10 @@ class Durability:
         #: runtime -> the first seq of each batch whose commit failed and is tried again
         self._unstored: dict[str, set[int]] = {}
         self.retries: set[asyncio.Task[None]] = set()
+        #: what the store did with each batch, for ``_drain`` on the hub's loop
+        self._outcomes: deque[Outcome] = deque()
+        self._lock = threading.Lock()
+        self._draining = False
         #: runtime -> seqs of events refused at the door: never stored, yet the runtime may
         #: forget them once everything before them is stored
         self._refused: dict[str, set[int]] = {}
@@ -84,11 +97,11 @@ class Durability:
         assert loop is not None
         first, last = batch[0][1].seq, batch[-1][1].seq
 
-        def committed() -> None:
-            loop.call_soon_threadsafe(self._committed, runtime, first, last, acked)
+        def committed() -> None:  # these two on the store's writer thread, in commit order
+            self._report(loop, ("stored", runtime, first, last, acked))
 
         def failed() -> None:
-            loop.call_soon_threadsafe(self._failed, runtime, batch, acked, attempt)
+            self._report(loop, ("failed", runtime, batch, acked, attempt))
 
         self.store.append(batch, committed, failed)
 
@@ -112,8 +125,32 @@ class Durability:
         except StoreError:  # still failing (and reported once): try again, later
             self._failed(runtime, batch, acked, attempt + 1)
 
-    def _committed(self, runtime: str, first: int, last: int, acked: Acked | None) -> None:
-        self._stored[runtime] = max(self._stored.get(runtime, 0), last)
-        self._unstored.get(runtime, set()).discard(first)  # a batch tried again, now stored
-        if acked is not None:
+    def _report(self, loop: asyncio.AbstractEventLoop, outcome: Outcome) -> None:
+        """From the writer: queue a batch's outcome; wake the hub's loop once for them all."""
+        self._outcomes.append(outcome)
+        with self._lock:
+            if self._draining:
+                return
+            self._draining = True
+        loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """Every outcome since the last call, in commit order, in one turn of the hub's
+        loop; then one ack per runtime (acks are cumulative), not one per batch: under
+        load a runtime sends hundreds of batches a second."""
+        with self._lock:
+            self._draining = False
+        last_ack: dict[str, Acked] = {}
+        while self._outcomes:
+            outcome = self._outcomes.popleft()
+            if outcome[0] == "stored":
+                _, runtime, first, last, acked = outcome
+                self._stored[runtime] = max(self._stored.get(runtime, 0), last)
+                self._unstored.get(runtime, set()).discard(first)  # tried again, now stored
+                if acked is not None:
+                    last_ack[runtime] = acked  # the latest connection's
+            else:
+                _, runtime, batch, acked, attempt = outcome
+                self._failed(runtime, batch, acked, attempt)
+        for runtime, acked in last_ack.items():
             acked(self.acked(runtime))
