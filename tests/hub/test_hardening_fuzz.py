@@ -127,6 +127,26 @@ def _hub_socket(phone: PhoneHub, path: str) -> websocket.WebSocket:
     )
 
 
+def _runtime_socket(phone: PhoneHub, runtime: str) -> websocket.WebSocket:
+    """The runtime channel, welcomed after its hello."""
+    ws = _hub_socket(phone, "/conductloop/runtime")
+    _send_json(ws, {"type": "hello", "v": 1, "runtime": runtime, "name": runtime, "pid": 1})
+    assert json.loads(ws.recv())["type"] == "welcome"
+    return ws
+
+
+def _started(runtime: str, agent_id: str) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "seq": 1,
+        "ts": 1.0,
+        "runtime": runtime,
+        "agent_id": agent_id,
+        "kind": "agent.started",
+        "data": {"name": agent_id},
+    }
+
+
 SENTINEL = {"op": "pause", "agent_id": "no-such-agent"}  # always a typed error, harmlessly
 
 
@@ -182,22 +202,10 @@ def test_the_runtime_channel_answers_anything_with_a_typed_error_or_an_ack(
     hub: tuple[PhoneHub, Device], message: Any
 ) -> None:
     phone, _ = hub
-    ws = _hub_socket(phone, "/conductloop/runtime")
+    ws = _runtime_socket(phone, "rt-fuzz")
     try:
-        hello = {"type": "hello", "v": 1, "runtime": "rt-fuzz", "name": "fuzz", "pid": 1}
-        _send_json(ws, hello)
-        assert json.loads(ws.recv())["type"] == "welcome"
         _send_json(ws, message)
-        started = {
-            "v": 1,
-            "seq": 1,
-            "ts": 1.0,
-            "runtime": "rt-fuzz",
-            "agent_id": "f-1",
-            "kind": "agent.started",
-            "data": {"name": "fuzzed"},
-        }
-        _send_json(ws, {"type": "events", "events": [started]})
+        _send_json(ws, {"type": "events", "events": [_started("rt-fuzz", "f-1")]})
         while True:  # the sentinel batch's ack (seq 1 may be a replay: acked all the same)
             answer = json.loads(ws.recv())
             _well_formed(answer)
@@ -210,20 +218,9 @@ def test_the_runtime_channel_answers_anything_with_a_typed_error_or_an_ack(
 def test_after_the_fuzz_the_hub_still_serves_and_stores(hub: tuple[PhoneHub, Device]) -> None:
     phone, device = hub
     assert phone.fetch("GET", "/api/state", token=device.token).status == 200
-    ws = _hub_socket(phone, "/conductloop/runtime")
+    ws = _runtime_socket(phone, "rt-after")
     try:
-        _send_json(ws, {"type": "hello", "v": 1, "runtime": "rt-after", "name": "n", "pid": 2})
-        assert json.loads(ws.recv())["type"] == "welcome"
-        event = {
-            "v": 1,
-            "seq": 1,
-            "ts": 2.0,
-            "runtime": "rt-after",
-            "agent_id": "after-1",
-            "kind": "agent.started",
-            "data": {"name": "after"},
-        }
-        _send_json(ws, {"type": "events", "events": [event]})
+        _send_json(ws, {"type": "events", "events": [_started("rt-after", "after-1")]})
         assert json.loads(ws.recv()) == {"type": "ack", "seq": 1}
     finally:
         ws.close()
