@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .client import connect
+from .core.budgets import usd
 from .core.errors import ConductLoopError
-from .core.steering import usd
 from .hub.discovery import resolve_home
 
 # each command imports what it runs (the demo's agents, the hub's server, the QR code):

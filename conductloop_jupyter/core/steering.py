@@ -20,15 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .budgets import usd
 from .errors import AgentStopped, UsageError
 from .events import clip
 from .payloads import is_text
 
 if TYPE_CHECKING:
     from .runtime import Runtime
-
-__all__ = ["COMMAND_FIELDS", "Steering", "usd"]
 
 #: every steering command and its required string fields (the hub's protocol uses this too)
 COMMAND_FIELDS: dict[str, tuple[str, ...]] = {

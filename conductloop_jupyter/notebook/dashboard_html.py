@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.budgets import usd
 from ..core.states import AgentState
-from ..core.steering import usd
 from ..core.view import AgentView, Request
 
 PAGE_SIZE = 50
