@@ -4,8 +4,10 @@ The link is the Conductor's ``EventSink``. ``emit`` only appends to a buffer: ag
 wait for the network. A task on the conductor's loop connects (with back-off), says
 ``hello``, drops what the hub's ``welcome`` says it already has, sends the rest in batches,
 and drops events once the hub ``ack``s them (after they are committed). An agent's own
-chatter (logs, status, tool spans, usage) waits up to ``linger`` (5 ms) so that a busy
-agent sends one batch per burst; anything else (a state, a request, a result) is sent at
+chatter (logs, status, tool spans, usage) goes at once to a hub in another process while the
+link sends fewer than ``messages_per_s`` (1,000) messages a second, and past that waits its
+turn; to a hub in this process it waits up to ``linger`` (5 ms). Either way a busy agent
+sends one batch per burst; anything else (a state, a request, a result) is sent at
 once, with whatever waits before it. Commands from the
 hub are carried out by the Conductor and answered with a ``reply``.
 
@@ -86,9 +88,15 @@ class HubLink:
         buffer_size: int = 100_000,
         backoff_max: float = 5.0,
         linger: float = 0.005,
+        messages_per_s: float = 1000.0,
+        burst: int = 10,
     ) -> None:
         self._conductor = conductor
         self.linger = linger
+        self.messages_per_s = messages_per_s
+        self.burst = burst
+        self._tokens = float(burst)  # messages of chatter that may go at once (a socket)
+        self._filled_at = 0.0  # loop time of the last refill
         self._target = target
         self._home = home
         self.buffer_size = buffer_size
@@ -223,12 +231,20 @@ class HubLink:
     async def _write_loop(
         self, ws: WebSocketClientConnection, reader: asyncio.Future[Any], deliver: Deliver | None
     ) -> None:
+        loop = asyncio.get_running_loop()
         while not reader.done():
             if not self._urgent and 0 < len(self._unsent) < LINGER_EVENTS:
-                # only chatter waits: an agent that logs every few microseconds then costs
-                # one message per burst. Sent as they came, each event cost a WebSocket
-                # frame and a pass through the hub: that made such an agent 3x slower.
-                await self._sleep(reader, idle=False, timeout=self.linger)
+                # Only chatter waits, so that an agent that logs every few microseconds
+                # costs one message per burst, not one per event (each a WebSocket frame
+                # and a pass through the hub: sent as they came, that made it 3x slower).
+                # To a hub in another process (the Jupyter server, ``serve``) chatter goes
+                # at once while the link sends fewer than ``messages_per_s`` messages a
+                # second: a phone sees it within a millisecond. To a hub in this process
+                # it waits ``linger``: that hub's thread takes the GIL from the agents each
+                # time it is handed a batch, which made a busy agent's step a third dearer.
+                wait = self.linger if deliver is not None else self.take_token(loop.time())
+                if wait > 0:
+                    await self._sleep(reader, idle=False, timeout=wait)
             if deliver is not None:
                 events = self._next_events()
                 if events:
@@ -345,6 +361,16 @@ class HubLink:
                 ws.write_message(dumps(self._carry_out(message)))
             elif kind == "error":
                 self._hub_error(message)
+
+    def take_token(self, now: float) -> float:
+        """Take a token (``0.0``: send now), or how long until there is one."""
+        tokens = min(self.burst, self._tokens + (now - self._filled_at) * self.messages_per_s)
+        self._filled_at = now
+        if tokens >= 1:
+            self._tokens = tokens - 1
+            return 0.0
+        self._tokens = tokens
+        return (1 - tokens) / self.messages_per_s
 
     def _hub_error(self, error: dict[str, Any]) -> None:
         """The hub refused something this runtime sent: say so once per kind of error (a
