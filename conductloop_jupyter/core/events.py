@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, cast, get_args
 
+from .payloads import is_text
+
 SCHEMA_VERSION = 1
 
 EventKind = Literal[
@@ -53,6 +55,14 @@ ID_MAX = 200  # the longest runtime or agent id a hub takes
 PROGRESS_KINDS = frozenset(
     {"agent.status", "log", "tool.started", "tool.finished", "usage", "handoff", "agent.result"}
 )
+
+
+class FieldError(ValueError):
+    """A wire event whose ``field`` is missing or wrong (``None``: the event as a whole)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -98,39 +108,44 @@ class Event:
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Event:
-        """Parse a wire event; raises ``ValueError`` naming the first bad field."""
+        """Parse a wire event; raises ``FieldError`` (a ``ValueError``) naming the first
+        bad field."""
         # the hub parses every event of every runtime: exact-type tests first (a dict, an
         # int, a float), because an ABC ``isinstance`` costs several times as much
         if type(raw) is not dict and not isinstance(raw, Mapping):
-            raise ValueError("an event must be a JSON object")
+            raise FieldError(None, "an event must be a JSON object")
         version = raw.get("v", SCHEMA_VERSION)
         if type(version) is not int or version != SCHEMA_VERSION:
-            raise ValueError(f"event schema version {version!r} is not {SCHEMA_VERSION}")
+            raise FieldError("v", f"event schema version {version!r} is not {SCHEMA_VERSION}")
         seq, ts, runtime = raw.get("seq"), raw.get("ts"), raw.get("runtime")
         agent_id, kind, data = raw.get("agent_id"), raw.get("kind"), raw.get("data")
         if type(seq) is not int and (not isinstance(seq, int) or isinstance(seq, bool)):
-            raise ValueError("event field 'seq' must be a positive integer")
+            raise FieldError("seq", "event field 'seq' must be a positive integer")
         if not 1 <= seq <= SEQ_MAX:
-            raise ValueError("event field 'seq' must be a positive 64-bit integer")
+            raise FieldError("seq", "event field 'seq' must be a positive 64-bit integer")
         if type(ts) is not float:
             if not isinstance(ts, (int, float)) or isinstance(ts, bool):
-                raise ValueError("event field 'ts' must be a finite number")
+                raise FieldError("ts", "event field 'ts' must be a finite number")
             try:
                 ts = float(ts)
             except OverflowError:  # an integer too large for a float
                 ts = math.inf
         if not math.isfinite(ts):
-            raise ValueError("event field 'ts' must be a finite number")
+            raise FieldError("ts", "event field 'ts' must be a finite number")
         if type(runtime) is not str or not 0 < len(runtime) <= ID_MAX:
-            raise ValueError(f"event field 'runtime' must be a string of 1..{ID_MAX} characters")
+            raise FieldError(
+                "runtime", f"event field 'runtime' must be a string of 1..{ID_MAX} characters"
+            )
         if agent_id is not None and (type(agent_id) is not str or len(agent_id) > ID_MAX):
-            raise ValueError(f"event field 'agent_id' must be null or at most {ID_MAX} characters")
+            raise FieldError(
+                "agent_id", f"event field 'agent_id' must be null or at most {ID_MAX} characters"
+            )
         if type(kind) is not str or (kind not in _KIND_SET and not _NEW_KIND.fullmatch(kind)):
             # a kind this version does not know is kept (stored, and ignored by the view):
             # a newer runtime may send it; but it must look like a kind
-            raise ValueError("event field 'kind' must be a kind name like 'tool.started'")
+            raise FieldError("kind", "event field 'kind' must be a kind name like 'tool.started'")
         if type(data) is not dict and not isinstance(data, Mapping):
-            raise ValueError("event field 'data' must be an object")
+            raise FieldError("data", "event field 'data' must be an object")
         return cls(seq, ts, runtime, agent_id, cast(EventKind, kind), data)
 
 
@@ -257,11 +272,8 @@ _MAX_TEXT = 2000
 def clip(text: str, limit: int = _MAX_TEXT) -> str:
     """``text`` cut to ``limit`` characters, saying so when it was cut; a lone surrogate
     (which no store or browser takes) becomes U+FFFD."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if not is_text(text):
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if len(text) <= limit:
         return text
     if limit < 20:  # too short to say how much was cut

@@ -140,7 +140,8 @@ _schema("gap", "first_seq:count last_seq:count dropped:count")
 
 
 def problem(kind: str, data: Mapping[str, Any]) -> str | None:
-    """The first field of ``data`` that does not fit ``kind``'s schema, said plainly.
+    """The first field of ``data`` that does not fit ``kind``'s schema, said plainly as
+    ``"<kind>.<field>: <what is wrong>"`` (``field_of`` takes the field back out).
 
     Every value, named in the schema or not, nested or not, must be JSON that a store and
     a browser take: text without lone surrogates, finite numbers, 64-bit integers. One
@@ -163,6 +164,11 @@ def problem(kind: str, data: Mapping[str, Any]) -> str | None:
         if bad is not None:
             return f"{kind}.{key}{bad}"
     return None
+
+
+def field_of(problem: str) -> str:
+    """The field a ``problem`` names (``"usage.input_tokens"``)."""
+    return problem.split(": ", 1)[0]
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})

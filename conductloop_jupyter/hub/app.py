@@ -335,11 +335,12 @@ class RuntimeSocket(SocketMixin, BearerSocket, websocket.WebSocketHandler):
             elif self.runtime is None:
                 raise ProtocolError("bad_message", "send 'hello' first")
             elif message["type"] == "events":
-                for refused in message["refused"]:  # their envelope was unreadable
-                    self.send(refused)
                 try:
-                    for refused in self.hub.ingest(self.runtime, message["events"], self._ack):
-                        self.send(refused)
+                    refused = self.hub.ingest(
+                        self.runtime, message["events"], self._ack, message["refused"]
+                    )
+                    for error in refused:
+                        self.send(error)
                 except StoreError as error:  # keep the events in the runtime: it replays
                     _log.error("the hub's store failed: %s", error)
                     self.close(1011, "the hub cannot store events right now")

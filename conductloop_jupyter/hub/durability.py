@@ -80,6 +80,7 @@ class Durability:
             while done + 1 in refused:
                 done += 1
             refused.difference_update([seq for seq in refused if seq <= done])
+            self._stored[runtime] = done  # had: stored, or refused at the door for good
         return done
 
     def skip(self, runtime: str, seqs: list[int]) -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.clock import Clock, SystemClock
 from ..core.events import Event, EventKind
+from ..core.payloads import field_of
 from ..core.payloads import problem as payload_problem
 from ..core.states import AgentState
 from ..core.view import View
@@ -99,6 +100,7 @@ class Hub(CommandRouting):
         self.runtimes: dict[str, RuntimeLink] = {}
         self._lost_timers: set[asyncio.Task[None]] = set()  # every link's, even cancelled
         self._accepted: dict[str, int] = {}  # runtime -> highest seq applied to the view
+        self._refusals: dict[str, int] = {}  # runtime -> events refused at the door
         #: what is stored of each runtime, and so what it is acked (durability.py)
         self.durability = Durability(store, self._clock)
         self._ids = itertools.count(1)
@@ -291,13 +293,18 @@ class Hub(CommandRouting):
     # -- events ------------------------------------------------------------------------
 
     def ingest(
-        self, runtime: str, events: list[Event], acked: Callable[[int], None] | None = None
+        self,
+        runtime: str,
+        events: list[Event],
+        acked: Callable[[int], None] | None = None,
+        refused: list[dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Apply, store and fan out a runtime's events; ``acked(seq)`` once committed.
 
         An event whose data breaks its kind's schema is refused alone, before the view or
         the store see it: the rest is kept, and its seq counts as had, so the runtime stops
-        sending it. Returns an ``error`` message (``bad_event``) for each one refused.
+        sending it. ``refused``: the batch's events whose envelope the parser refused (the
+        same holds for those whose seq it could read). Returns every ``bad_event`` error.
         """
         strangers = {e.runtime for e in events if e.runtime != runtime}
         if strangers:
@@ -306,19 +313,23 @@ class Hub(CommandRouting):
             )
         accepted = self._accepted.get(runtime, 0)
         fresh: list[tuple[int, Event]] = []
-        refused: list[dict[str, Any]] = []
+        refused = list(refused or ())
+        skipped = [r["seq"] for r in refused if r["seq"] is not None and r["seq"] > accepted]
         for event in events:
             if event.seq <= accepted:
                 continue  # a replay of what the hub already has
             accepted = event.seq
             problem = payload_problem(event.kind, event.data)
             if problem is not None:
-                refused.append(bad_event({"seq": event.seq}, problem))
+                refused.append(bad_event(event.seq, field_of(problem), problem))
+                skipped.append(event.seq)
                 continue
             fresh.append((next(self._ids), event))
+        if skipped:
+            accepted = max(accepted, *skipped)
+            self.durability.skip(runtime, skipped)
         if refused:
-            _log.warning("runtime %s: %s", runtime, "; ".join(r["message"] for r in refused[:3]))
-            self.durability.skip(runtime, [r["seq"] for r in refused])
+            self._report_refused(runtime, refused)
         if not fresh:
             self._accepted[runtime] = accepted
             if acked is not None:
@@ -341,6 +352,19 @@ class Hub(CommandRouting):
             # a client that subscribes later catches up from the recent ring
             self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
         return refused
+
+    def _report_refused(self, runtime: str, refused: list[dict[str, Any]]) -> None:
+        """Log a runtime's first refused event, then every 1,000th: a runtime that keeps
+        sending bad events must not fill the log."""
+        before = self._refusals.get(runtime, 0)
+        after = self._refusals[runtime] = before + len(refused)
+        if before == 0 or before // 1000 != after // 1000:
+            _log.warning(
+                "runtime %s: %d event(s) refused so far; the latest: %s",
+                runtime,
+                after,
+                refused[-1]["message"],
+            )
 
     # -- clients -----------------------------------------------------------------------
 

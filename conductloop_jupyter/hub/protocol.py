@@ -19,12 +19,11 @@ reference for people.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
 from ..core.errors import ConductLoopError
-from ..core.events import SEQ_MAX, Event
+from ..core.events import SEQ_MAX, Event, FieldError
 from ..core.payloads import is_text, json_problem
 from ..core.steering import COMMAND_FIELDS
 
@@ -154,18 +153,15 @@ def _int(message: Mapping[str, Any], field: str, minimum: int = 0) -> int:
     return value
 
 
-_FIELD = re.compile(r"event field '(\w+)'")
-
-
-def bad_event(raw: Any, problem: str) -> dict[str, Any]:
+def bad_event(seq: int | None, field: str | None, problem: str) -> dict[str, Any]:
     """The ``error`` reply that refuses one event: ``bad_event``, its seq and its field."""
-    seq = raw.get("seq") if isinstance(raw, Mapping) else None
-    if type(seq) is not int or not 1 <= seq <= SEQ_MAX:
-        seq = None
-    named = _FIELD.search(problem)  # the envelope's "event field 'ts' must be ..."
-    field = named.group(1) if named else problem.split(":", 1)[0] if ":" in problem else None
     message = f"event {seq} refused: {problem}" if seq is not None else f"event refused: {problem}"
     return {"type": "error", "code": "bad_event", "seq": seq, "field": field, "message": message}
+
+
+def _seq_of(raw: Any) -> int | None:
+    seq = raw.get("seq") if isinstance(raw, Mapping) else None
+    return seq if type(seq) is int and 1 <= seq <= SEQ_MAX else None
 
 
 def parse_command(command: Any) -> dict[str, Any]:
@@ -228,8 +224,8 @@ def parse_runtime_message(raw: str | bytes) -> dict[str, Any]:
         for raw_event in raw_events:
             try:
                 events.append(Event.from_wire(raw_event))
-            except ValueError as error:  # refused alone: the rest of the batch is kept
-                refused.append(bad_event(raw_event, str(error)))
+            except FieldError as error:  # refused alone: the rest of the batch is kept
+                refused.append(bad_event(_seq_of(raw_event), error.field, str(error)))
         message["events"], message["refused"] = events, refused
         return message
     if kind == "reply":

@@ -5,6 +5,7 @@ kind the hub does not know is stored and ignored. Every wait is on a message."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,22 @@ async def test_an_event_of_a_kind_the_hub_does_not_know_is_stored_and_ignored(
         assert [e["kind"] for e in stored] == ["agent.started", "agent.mood"]
         [agent] = (await get(address, "agents"))["agents"]
         assert agent["state"] == "queued"
+
+
+async def test_an_event_with_a_bad_envelope_is_acked_past_too_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_hub(tmp_path / "hub") as (_, address), runtime_peer(address) as peer:
+        await send_events(peer, started(1, "w-1"))
+        with caplog.at_level(logging.WARNING, logger="conductloop.hub"):
+            for seq in (2, 3, 4):  # each the last of its batch: only the ack can cover it
+                bad = _event(seq, "agent.status", {"text": "x"}) | {"ts": "now"}
+                await peer.send({"type": "events", "events": [bad]})
+                answers = {}
+                while len(answers) < 2:  # its error and the ack, in whichever order
+                    answer = await peer.recv()
+                    answers[answer["type"]] = answer
+                error = answers["error"]
+                assert (error["code"], error["seq"], error["field"]) == ("bad_event", seq, "ts")
+                assert answers["ack"]["seq"] == seq  # the runtime may forget it: never resent
+        assert caplog.text.count("refused so far") == 1  # not one line per bad batch
