@@ -27,7 +27,7 @@ from tornado import web, websocket
 from ..core.errors import UsageError
 from .bearer import BearerHandler, BearerSocket, HubNotFound
 from .commands import serve_client_message
-from .hub import Hub, request_row
+from .hub import Hub
 from .phone import check_phone_options
 from .protocol import (
     MAX_CLIENT_MESSAGE,
@@ -38,6 +38,7 @@ from .protocol import (
     load,
     parse_runtime_message,
 )
+from .rows import request_row
 from .sendqueue import SendQueue
 from .store import StoreError
 

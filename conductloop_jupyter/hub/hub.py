@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import secrets
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +39,7 @@ from . import saved_view
 from .commands import CommandRouting
 from .durability import TASK_PREFIX, Durability
 from .protocol import ProtocolError, bad_event, dumps
+from .rows import client_event, request_row
 from .sendqueue import SEND_LIMIT
 from .store import EventStore, StoreError
 
@@ -350,7 +350,7 @@ class Hub(CommandRouting):
             self._save_view()
         if self.clients:  # with nobody listening, building their message is wasted work;
             # a client that subscribes later catches up from the recent ring
-            self._publish({"type": "events", "events": [_client_event(i, e) for i, e in fresh]})
+            self._publish({"type": "events", "events": [client_event(i, e) for i, e in fresh]})
         return refused
 
     def _report_refused(self, runtime: str, refused: list[dict[str, Any]]) -> None:
@@ -406,7 +406,7 @@ class Hub(CommandRouting):
                     page = await asyncio.to_thread(self.store.page, cursor, CATCH_UP_PAGE)
                 if not page:
                     break
-                client.send({"type": "events", "events": [_client_event(i, e) for i, e in page]})
+                client.send({"type": "events", "events": [client_event(i, e) for i, e in page]})
                 cursor = page[-1][0]
                 if not await client.drained():
                     return  # it went away (closed() unsubscribed it, if it ever was)
@@ -415,7 +415,7 @@ class Hub(CommandRouting):
             client.send(self.snapshot())
         else:
             while page := self._recent_after(cursor, CATCH_UP_PAGE) or []:
-                client.send({"type": "events", "events": [_client_event(i, e) for i, e in page]})
+                client.send({"type": "events", "events": [client_event(i, e) for i, e in page]})
                 cursor = page[-1][0]
         self.clients.add(client)
 
@@ -458,7 +458,7 @@ class Hub(CommandRouting):
         found: list[dict[str, Any]] = []
         for store_id, event in reversed(self._recent):
             if event.agent_id == agent_id:
-                found.append(_client_event(store_id, event))
+                found.append(client_event(store_id, event))
                 if len(found) == limit:
                     break
         return found[::-1]
@@ -470,33 +470,10 @@ class Hub(CommandRouting):
         oldest_recent = self._recent[0][0] if self._recent else self.last_id + 1
         if after + 1 >= oldest_recent:
             found = [
-                _client_event(i, e)
+                client_event(i, e)
                 for i, e in self._recent
                 if i > after and (agent_id is None or e.agent_id == agent_id)
             ]
             return found[:limit]
         page = await asyncio.to_thread(self.store.page, after, limit, agent_id=agent_id)
-        return [_client_event(i, e) for i, e in page]
-
-
-def _client_event(store_id: int, event: Event) -> dict[str, Any]:
-    wire = event.to_wire()
-    wire["id"] = store_id
-    return wire
-
-
-def request_row(request: Any) -> dict[str, Any]:
-    return {
-        "id": request.id,
-        "agent_id": request.agent_id,
-        "runtime": request.runtime,
-        "kind": request.kind,
-        "prompt": request.prompt,
-        "choices": list(request.choices) if request.choices else None,
-        "details": request.details,
-        "opened": request.opened,
-    }
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+        return [client_event(i, e) for i, e in page]

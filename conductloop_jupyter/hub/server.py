@@ -33,9 +33,10 @@ from .discovery import (
     remove_hub_file,
     write_hub_file,
 )
-from .hub import Hub, new_secret
+from .hub import Hub
 from .listener import HUB_LIMITS, BoundedHTTPServer
 from .phone import PhoneService
+from .rows import new_secret
 from .store import EventStore
 
 if sys.platform != "win32":
