@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from .core.errors import ConductLoopError, UsageError
 from .core.events import Event
 from .core.view import Request
-from .hub.discovery import HubAddress, find, read_hub_file, resolve_home
+from .hub.discovery import HubAddress, resolve_home
+from .hub.locator import Locator
 from .local import conductors, owner
 from .notebook.plot_methods import PlotMethods
 
@@ -268,24 +269,15 @@ def connect(
     >>> hub.agents()
     """
     where = resolve_home(home)
-    target = find(hub, where)
-    if isinstance(target, HubAddress):
-        return Hub(target, by=by)
-    if target is False:
+    locator = Locator(hub, where)
+    if locator.off:
         raise UsageError("$CONDUCTLOOP_HUB is 'off': there is no hub to connect to")
-    found = read_hub_file(where)
-    if found is None and any(_embeds(c, where) for c in conductors()):
-        # a Conductor of this process will start the embedded hub as soon as its loop gets
-        # a turn; in the same cell that turn has not come yet: start it now (idempotent)
-        from .hub.server import start_embedded
-
-        address = start_embedded(where)
-        if address is not None:
-            return Hub(address, by=by)
-        found = read_hub_file(where)
-    if found is None:
+    # a Conductor of this process starts the embedded hub as soon as its loop gets a
+    # turn; in the same cell that turn has not come yet: start it now (idempotent)
+    address = locator.locate(embed=any(_embeds(c, where) for c in conductors()))
+    if address is None:
         raise UsageError(
             f"no hub is running for {where}: start one with `conductloop serve`, "
             "or run a Conductor (it starts one)"
         )
-    return Hub(found[0], by=by)
+    return Hub(address, by=by)

@@ -21,7 +21,8 @@ from .core.runtime import EventSink, Runtime, check_positive
 from .core.steering import COMMAND_FIELDS
 from .core.supervisors import ACTOR, Supervisor
 from .core.view import AgentView, Request
-from .hub.discovery import HubAddress, find, resolve_home
+from .hub.discovery import HubAddress, resolve_home
+from .hub.locator import Locator
 from .local import register
 from .notebook.plot_methods import PlotMethods
 
@@ -76,7 +77,7 @@ class Conductor(PlotMethods):
         max_threads: int = 32,
     ) -> None:
         self.home = resolve_home(home)
-        target = find(hub, self.home)  # checks hub before anything starts
+        self._locator = Locator(hub, self.home)  # checks hub before anything starts
         #: the runtime that owns the agents (for surfaces built on a conductor)
         self.core = Runtime(
             name,
@@ -91,7 +92,7 @@ class Conductor(PlotMethods):
         self.name = self.core.name
         #: this conductor's id on the wire; every event it emits carries it
         self.runtime = self.core.runtime
-        self._target = target
+        self._target = self._locator.target
         self._link: HubLink | None = None
         self._router: Callable[[Any], Any] | None = None
         self._bound_to: asyncio.AbstractEventLoop | None = None
@@ -211,8 +212,7 @@ class Conductor(PlotMethods):
             return  # hub=False (or $CONDUCTLOOP_HUB=off): nothing leaves this process
         from .link import HubLink
 
-        target = self._target if isinstance(self._target, HubAddress) else None
-        self._link = HubLink(self, target, self.home)
+        self._link = HubLink(self, self._locator)
         self.core.sinks.append(self._link)
         self._link.start()
 
@@ -357,8 +357,6 @@ class Conductor(PlotMethods):
     def _hub(self) -> Hub:
         """A client of this conductor's hub (starting the embedded one if there is none)."""
         from .client import Hub
-        from .hub.discovery import read_hub_file
-        from .hub.server import start_embedded
 
         if self._target is False:
             raise UsageError(
@@ -369,13 +367,9 @@ class Conductor(PlotMethods):
             return Hub(self._target, by="notebook")
         if self._link is not None and self._link.address is not None:
             return Hub(self._link.address, by="notebook")
-        found = read_hub_file(self.home)
-        address = found[0] if found is not None else start_embedded(self.home)
+        address = self._locator.locate(embed=True)
         if address is None:  # another process is starting a hub for this home right now
-            found = read_hub_file(self.home)
-            if found is None:
-                raise ConductLoopError(f"the hub for {self.home} is starting; try again")
-            address = found[0]
+            raise ConductLoopError(f"the hub for {self.home} is starting; try again")
         return Hub(address, by="notebook")
 
     def phone(

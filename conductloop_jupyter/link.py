@@ -32,7 +32,6 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -40,15 +39,13 @@ from tornado.websocket import WebSocketClientConnection, WebSocketError, websock
 
 from .core.errors import UsageError
 from .core.events import Event
-from .hub import server
-from .hub.discovery import HubAddress, read_hub_file
+from .hub.discovery import HubAddress
+from .hub.locator import Locator
 from .hub.protocol import MAX_BATCH, MAX_RUNTIME_MESSAGE, PROTOCOL_VERSION, dumps
-from .hub.server import start_embedded
-from .hub.store import StoreError
+from .hub.server import Replies, in_process
 
 if TYPE_CHECKING:
     from .conductor import Conductor
-    from .hub.hub import Hub
 
 _log = logging.getLogger("conductloop.link")
 
@@ -82,8 +79,7 @@ class HubLink:
     def __init__(
         self,
         conductor: Conductor,
-        target: HubAddress | None,
-        home: Path,
+        locator: Locator,
         *,
         buffer_size: int = 100_000,
         backoff_max: float = 5.0,
@@ -97,8 +93,7 @@ class HubLink:
         self.burst = burst
         self._tokens = float(burst)  # messages of chatter that may go at once (a socket)
         self._filled_at = 0.0  # loop time of the last refill
-        self._target = target
-        self._home = home
+        self._locator = locator
         self.buffer_size = buffer_size
         self._backoff_max = backoff_max
         self._inflight: deque[Event] = deque()  # sent on this connection, not yet acked
@@ -114,6 +109,9 @@ class HubLink:
         self._idle = True
         self._urgent = False
         self._shared = False  # connected to an in-process hub (see ``_held``)
+        #: how events went to the hub on the latest connection: ``in-process`` (this
+        #: process's embedded hub, as objects) or ``socket`` (JSON); ``None`` before any
+        self.transport: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._ws: WebSocketClientConnection | None = None
         self._drained: asyncio.Event | None = None
@@ -175,12 +173,7 @@ class HubLink:
             delay = min(delay * 2, self._backoff_max)
 
     async def _find(self) -> HubAddress | None:
-        if self._target is not None:
-            return self._target
-        found = await asyncio.to_thread(read_hub_file, self._home)
-        if found is not None and await _answers(found[0]):
-            return found[0]
-        return await asyncio.to_thread(start_embedded, self._home)
+        return await asyncio.to_thread(self._locator.locate, embed=True)
 
     async def _session(self, address: HubAddress) -> None:
         request = HTTPRequest(
@@ -208,8 +201,10 @@ class HubLink:
             self._inflight.clear()
             self._acknowledge(int(welcome["acked"]))
             reader = asyncio.ensure_future(self._read_loop(ws))
+            deliver = self._in_process(address, ws)
+            self.transport = "socket" if deliver is None else "in-process"
             try:
-                await self._write_loop(ws, reader, self._in_process(address, ws))
+                await self._write_loop(ws, reader, deliver)
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
@@ -268,10 +263,9 @@ class HubLink:
         buffer would drop them); they wait in the hub's queue, which is this process's
         memory all the same.
         """
-        found = _embedded_hub(address)
-        if found is None:
+        embedded = in_process(address)
+        if embedded is None:
             return None
-        hub, hub_loop = found
         self._shared = True
         loop = asyncio.get_running_loop()
         runtime = self._conductor.runtime
@@ -280,22 +274,12 @@ class HubLink:
             with contextlib.suppress(RuntimeError):  # this conductor's loop has closed
                 loop.call_soon_threadsafe(fn, *args)
 
-        def ingest(events: list[Event]) -> None:  # on the hub's loop
-            try:
-                refused = hub.ingest(runtime, events, lambda seq: back(self._acknowledge, seq))
-            except StoreError:  # as the hub does with a socket: reconnect, then replay
-                back(ws.close)
-                return
-            for error in refused:
-                back(self._hub_error, error)
-
-        def deliver(events: list[Event]) -> None:
-            try:
-                hub_loop.call_soon_threadsafe(ingest, events)
-            except RuntimeError:  # its loop has closed: the hub has stopped
-                raise ConnectionError("the embedded hub has stopped") from None
-
-        return deliver
+        replies = Replies(
+            ack=lambda seq: back(self._acknowledge, seq),
+            error=lambda error: back(self._hub_error, error),
+            failed=lambda: back(ws.close),
+        )
+        return lambda events: embedded.deliver(runtime, events, replies)
 
     async def _sleep(self, reader: asyncio.Future[Any], idle: bool, timeout: float | None) -> None:
         """Wait for an event (``idle``) or a non-chatter one, the reader's end, or ``timeout``."""
@@ -440,18 +424,6 @@ async def _read(ws: WebSocketClientConnection) -> str:
     return message if isinstance(message, str) else message.decode()
 
 
-async def _answers(address: HubAddress) -> bool:
-    """Whether something listens at the hub's address (a stale hub.json does not)."""
-    host, _, port = address.url.rpartition("//")[2].partition(":")
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
-    except (OSError, TimeoutError, ValueError):
-        return False
-    writer.close()
-    await writer.wait_closed()
-    return True
-
-
 def _fit(event: Event) -> tuple[Event, str]:
     """The event and its JSON, cut to fit ``EVENT_BYTES``.
 
@@ -479,12 +451,3 @@ def _fit(event: Event) -> tuple[Event, str]:
         cut = Event(event.seq, event.ts, event.runtime, event.agent_id, event.kind, data)
         cut_text = _ENCODER.encode(cut.to_wire())
     return cut, cut_text
-
-
-def _embedded_hub(address: HubAddress) -> tuple[Hub, asyncio.AbstractEventLoop] | None:
-    """The hub at ``address`` and its loop, if it is this process's embedded hub."""
-    for embedded in list(server._embedded.values()):
-        hub = embedded.server.hub
-        if embedded.server.address == address and hub is not None and embedded.thread.is_alive():
-            return hub, embedded.loop
-    return None

@@ -113,7 +113,9 @@ class ConductLoopApp(ExtensionApp):
     hub_server: HubServer | None = None
 
     def initialize_settings(self) -> None:
-        self.hub_server = HubServer(resolve_home(self.home or None), lost_after=self.lost_after)
+        self.hub_server = HubServer(
+            resolve_home(self.home or None), lost_after=self.lost_after, kind="jupyter"
+        )
         try:
             address = self.hub_server.bind()
         except HubBusy as busy:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tornado import web, websocket
@@ -122,11 +123,15 @@ class SocketMixin(HubMixin):
 
 
 class JsonMixin(HubMixin):
-    def send_json(self, body: Any, status: int = 200) -> None:
+    def send_json(self, body: Any, status: int = 200) -> asyncio.Future[None]:
+        """Answer ``body``; the future is done once it is written out."""
         self.set_status(status)  # type: ignore[attr-defined]
         self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
         self.set_header("Cache-Control", "no-store")  # type: ignore[attr-defined]
-        self.finish(dumps(body) if not isinstance(body, str) else body)  # type: ignore[attr-defined]
+        written: asyncio.Future[None] = self.finish(  # type: ignore[attr-defined]
+            dumps(body) if not isinstance(body, str) else body
+        )
+        return written
 
     def send_error_json(self, error: ProtocolError) -> None:
         body = {"error": {"code": error.code, "message": error.message}}
@@ -405,6 +410,20 @@ class HubRevoke(RevokeMixin, BearerHandler):
         await self.respond()
 
 
+class HubHandover(JsonMixin, BearerHandler):
+    """A long-lived hub asks this (embedded) one for the home: see ``server.py``."""
+
+    async def post(self, *args: Any, **kwargs: Any) -> None:
+        handover = self.settings.get("conductloop_handover")
+        if handover is None:
+            self.send_error_json(
+                ProtocolError("usage", "this hub is long-lived: it does not hand its home over")
+            )
+            return
+        await self.send_json({"handing_over": True}, 202)
+        handover()
+
+
 class HubClientSocket(ClientSocketMixin, BearerSocket, websocket.WebSocketHandler):
     def who(self) -> str:
         return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
@@ -423,15 +442,20 @@ def hub_routes(prefix: str = "") -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{prefix}/conductloop/api/phone/code", HubPairingCode),
         (f"{prefix}/conductloop/api/devices", HubDevices),
         (f"{prefix}/conductloop/api/devices/revoke", HubRevoke),
+        (f"{prefix}/conductloop/api/handover", HubHandover),
     ]
 
 
-def make_hub_app(hub: Hub, secret: str) -> web.Application:
-    """The hub listener's application (loopback; every request needs the secret)."""
+def make_hub_app(
+    hub: Hub, secret: str, handover: Callable[[], None] | None = None
+) -> web.Application:
+    """The hub listener's application (loopback; every request needs the secret).
+    ``handover``: an embedded hub's, called when a long-lived hub asks for the home."""
     return web.Application(
         hub_routes(),
         conductloop_hub=hub,
         conductloop_secret=secret,
+        conductloop_handover=handover,
         default_handler_class=HubNotFound,
         websocket_ping_interval=10,
         websocket_ping_timeout=10,

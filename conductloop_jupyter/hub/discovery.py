@@ -19,7 +19,7 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.errors import UsageError
 
@@ -115,21 +115,41 @@ def from_environment() -> HubAddress | bool | None:
     return HubAddress(check_url(url), secret)
 
 
-def read_hub_file(home: Path) -> tuple[HubAddress, int] | None:
-    """The address and pid in ``<home>/hub.json``, or ``None`` if there is none (or it is bad)."""
+#: how a hub is hosted, as ``hub.json`` says: ``embedded`` hubs hand the home over to a
+#: long-lived one (``serve``, ``jupyter``), which runtimes wait for while it restarts
+EMBEDDED = "embedded"
+LONG_LIVED = frozenset({"serve", "jupyter"})
+
+
+class HubRecord(NamedTuple):
+    """What ``hub.json`` says: where the hub listens, its pid, and how it is hosted."""
+
+    address: HubAddress
+    pid: int
+    kind: str
+
+    @property
+    def long_lived(self) -> bool:
+        return self.kind in LONG_LIVED
+
+
+def read_hub_file(home: Path) -> HubRecord | None:
+    """What ``<home>/hub.json`` says, or ``None`` if there is none (or it is bad). A file
+    without ``kind`` (written before there were kinds) is read as a long-lived hub's."""
     try:
         raw: Any = json.loads((home / HUB_FILE).read_text())
-        return HubAddress(check_url(raw["url"]), str(raw["secret"])), int(raw.get("pid", 0))
+        address = HubAddress(check_url(raw["url"]), str(raw["secret"]))
+        return HubRecord(address, int(raw.get("pid", 0)), str(raw.get("kind", "serve")))
     except (OSError, ValueError, KeyError, TypeError, UsageError):
         return None
 
 
-def write_hub_file(home: Path, address: HubAddress, pid: int) -> Path:
+def write_hub_file(home: Path, address: HubAddress, pid: int, kind: str) -> Path:
     """Write ``hub.json`` readable by this user only (0600), atomically."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = home / HUB_FILE
     partial = home / f".{HUB_FILE}.{pid}"
-    body = json.dumps({"url": address.url, "secret": address.secret, "pid": pid})
+    body = json.dumps({"url": address.url, "secret": address.secret, "pid": pid, "kind": kind})
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(body)

@@ -120,6 +120,7 @@ class Hub(CommandRouting):
         self._outbox: list[dict[str, Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.phone: PhoneService | None = None  # set by the host (HubServer)
+        self.stopping = False
 
     # -- starting: rebuild from the store ---------------------------------------------
 
@@ -190,6 +191,7 @@ class Hub(CommandRouting):
     def shutdown(self) -> None:
         """Stop timers and pending commands, and save the view (the caller then closes the
         store, which writes it)."""
+        self.stopping = True  # from now on ``ingest`` refuses: what comes is replayed later
         if self.last_id != self._saved_id:
             self._save_view()
         for timer in self._lost_timers:
@@ -306,6 +308,8 @@ class Hub(CommandRouting):
         sending it. ``refused``: the batch's events whose envelope the parser refused (the
         same holds for those whose seq it could read). Returns every ``bad_event`` error.
         """
+        if self.stopping:
+            raise StoreError("the hub is stopping")
         strangers = {e.runtime for e in events if e.runtime != runtime}
         if strangers:
             raise ProtocolError(

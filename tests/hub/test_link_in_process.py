@@ -7,31 +7,20 @@ what the hub stores is what the socket carries to any other hub, oversized event
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tornado.websocket import WebSocketClientConnection
 
 import conductloop_jupyter as cl
-from conductloop_jupyter import link as link_module
 from conductloop_jupyter.hub.server import stop_embedded
+from tests.hub._process_support import Procs, free_port
 
 
 @pytest.mark.parametrize("path", ["in-process", "socket"])
 def test_the_embedded_hub_stores_the_same_events_in_process_as_over_the_socket(
-    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    path: str, home: Path, procs: Procs
 ) -> None:
-    if path == "socket":  # as if the hub ran in another process
-        monkeypatch.setattr(link_module, "_embedded_hub", lambda address: None)
-    frames: list[str] = []
-    write = WebSocketClientConnection.write_message
-
-    def recording(self: WebSocketClientConnection, message: Any, binary: bool = False) -> Any:
-        frames.append(message if isinstance(message, str) else message.decode())
-        return write(self, message, binary)
-
-    monkeypatch.setattr(WebSocketClientConnection, "write_message", recording)
-    home = tmp_path / "home"
+    if path == "socket":  # the same home served by `conductloop serve`, another process
+        procs.serve(free_port())
     huge = {f"k{i}": [["x" * 2000] * 50] * 50 for i in range(3)}  # megabytes once encoded
     loop = cl.Conductor(name="in-process", home=str(home))
 
@@ -60,5 +49,4 @@ def test_the_embedded_hub_stores_the_same_events_in_process_as_over_the_socket(
     assert tool["truncated"] is True  # cut as the socket path cuts it, keeping what is small
     assert (tool["tool"], tool["span"], tool["args"]["truncated"]) == ("search", 1, True)
     assert tool["bytes"] > 256 * 1024
-    batches = [frame for frame in frames if frame.startswith('{"type":"events"')]
-    assert bool(batches) is (path == "socket")
+    assert link.transport == path

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 import conductloop_jupyter as cl
+from conductloop_jupyter.hub.locator import Locator
 from conductloop_jupyter.link import HubLink
 
 
 @pytest.fixture
 def link(tmp_path: Path) -> HubLink:
     loop = cl.Conductor("paced", hub=False)
-    return HubLink(loop, None, tmp_path, messages_per_s=1000.0, burst=3)
+    return HubLink(loop, Locator(None, tmp_path), messages_per_s=1000.0, burst=3)
 
 
 def test_a_burst_goes_at_once_then_one_message_per_token(link: HubLink) -> None:
