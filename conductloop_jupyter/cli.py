@@ -175,6 +175,8 @@ def serve(
     async def run() -> None:
         await server.start()
         print(f"conductloop hub at {address.url} (home {server.home}); Ctrl-C stops it", flush=True)
+        for pid in server.took_over_from:
+            print(f"took the home over from the embedded hub of pid {pid}", flush=True)
         if phone and server.hub is not None and server.hub.phone is not None:
             service = server.hub.phone
             await service.start(phone_host, 0, tls=False)

@@ -128,6 +128,8 @@ class ConductLoopApp(ExtensionApp):
         self.log.info(
             "ConductLoop hub listening at %s (home %s)", address.url, self.hub_server.home
         )
+        for pid in self.hub_server.took_over_from:
+            self.log.info("ConductLoop took the home over from the embedded hub of pid %d", pid)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(

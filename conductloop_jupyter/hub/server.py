@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import http.client
-import logging
 import os
 import socket
 import sys
@@ -58,7 +57,6 @@ from .store import EventStore, StoreError
 if sys.platform != "win32":
     import fcntl
 
-_log = logging.getLogger("conductloop.hub")
 #: how long a long-lived hub waits for an embedded one to hand the home over
 TAKEOVER_TIMEOUT = 30.0
 
@@ -97,6 +95,7 @@ class HubServer:
         self._server: HTTPServer | None = None
         self._lock: IO[str] | None = None
         self._claim: IO[str] | None = None  # a long-lived hub's, see the module's doc
+        self.took_over_from: list[int] = []  # pids of the embedded hubs that handed over
 
     def bind(self) -> HubAddress:
         """Take the home's lock and bind the listening socket (no loop needed yet)."""
@@ -150,17 +149,9 @@ class HubServer:
                 if answer == "refused":
                     return None
                 asked.add(found.pid)
-                _log.info(
-                    "asked the %s hub of pid %d to hand over %s", found.kind, found.pid, self.home
-                )
             lock = try_flock(self.home / LOCK_FILE)
             if lock is not None:
-                if asked:
-                    _log.warning(
-                        "took over %s from the embedded hub of pid %s",
-                        self.home,
-                        ", ".join(map(str, sorted(asked))),
-                    )
+                self.took_over_from = sorted(asked)  # the host says so (serve, Jupyter)
                 return lock
             time.sleep(0.02)  # the holder is closing its store: a short poll, then again
         return None

@@ -249,6 +249,28 @@ def request_open(hub: cl.Hub, request_id: str) -> bool:
     return any(r.id == request_id for r in hub.pending())
 
 
+def assert_every_event_once(home: Path, runtime: str, last_seq: int, steps: int) -> None:
+    """The store holds the runtime's events 1..``last_seq``, each once, its ``steps`` logs
+    all there, no ``gap``, and its agent ended ``done``, never ``lost`` on the way (read
+    from the file itself)."""
+    rows = store_rows(home, "SELECT seq FROM events WHERE runtime = ? ORDER BY seq", runtime)
+    assert [seq for (seq,) in rows] == list(range(1, last_seq + 1))  # no gap, no duplicate
+    logs = store_rows(home, "SELECT data FROM events WHERE runtime = ? AND kind = 'log'", runtime)
+    messages = sorted(json.loads(data)["message"] for (data,) in logs)
+    assert messages == sorted(f"step {i}" for i in range(1, steps + 1))
+    assert not store_rows(home, "SELECT 1 FROM events WHERE runtime = ? AND kind = 'gap'", runtime)
+    states = store_rows(
+        home,
+        "SELECT data FROM events WHERE runtime = ? AND kind = 'agent.state' ORDER BY id",
+        runtime,
+    )
+    assert [json.loads(data)["state"] for (data,) in states][-1:] == ["done"]
+    lost = store_rows(
+        home, "SELECT data FROM events WHERE kind = 'agent.state' AND data LIKE ?", '%"lost"%'
+    )
+    assert not lost, lost
+
+
 def store_rows(home: Path, sql: str, *params: Any) -> list[Any]:
     """Read the hub's SQLite file directly, read-only."""
     conn = sqlite3.connect(f"file:{home / 'events.sqlite3'}?mode=ro", uri=True)
