@@ -272,7 +272,7 @@ _MAX_TEXT = 2000
 def clip(text: str, limit: int = _MAX_TEXT) -> str:
     """``text`` cut to ``limit`` characters, saying so when it was cut; a lone surrogate
     (which no store or browser takes) becomes U+FFFD."""
-    if not is_text(text):
+    if not text.isascii() and not is_text(text):  # (ASCII first: the common case, cheaper)
         text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if len(text) <= limit:
         return text
