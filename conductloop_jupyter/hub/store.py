@@ -41,7 +41,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any, cast
 
@@ -115,7 +114,7 @@ def _encode_in_pieces(value: Any, depth: int = 3) -> str:
 
 
 _STOP = object()
-_Row = tuple[int | None, str, int, float, str | None, str, str]
+_COLUMNS = 7  # an event's parameters in an INSERT: id, runtime, seq, ts, agent_id, kind, data
 Item = Event | tuple[int, Event]  # an event, or (the store id to give it, the event)
 Callback = Callable[[], None]
 _Batch = tuple[Sequence[Item], Callback | None, Callback | None]  # events, done, failed
@@ -333,7 +332,7 @@ class EventStore(EventHistory):
             self._errors.append(error)
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
-        rows: list[_Row] = []
+        params: list[Any] = []  # _COLUMNS per event
         outcomes: list[tuple[Callback | None, Callback | None]] = []  # done, failed
         states: list[_State] = []
         stopping = False
@@ -352,15 +351,15 @@ class EventStore(EventHistory):
                     if isinstance(item, _State):
                         states.append(item)
                     else:
-                        self._take(cast(_Batch, item), rows, outcomes)
-                        if len(rows) >= self.batch_events:
+                        self._take(cast(_Batch, item), params, outcomes)
+                        if len(params) >= self.batch_events * _COLUMNS:
                             break
                     try:
                         item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
                         break
-                self._commit(conn, rows, outcomes, states)
-                rows, outcomes, states = [], [], []
+                self._commit(conn, params, outcomes, states)
+                params, outcomes, states = [], [], []
                 for waiter in waiters:
                     waiter.set()
         except BaseException as exc:
@@ -379,11 +378,12 @@ class EventStore(EventHistory):
     def _take(
         self,
         batch: _Batch,
-        rows: list[_Row],
+        params: list[Any],
         outcomes: list[tuple[Callback | None, Callback | None]],
     ) -> None:
         events, done, failed = batch
         stored = True
+        extend = params.extend
         for item in events:
             id_, e = item if isinstance(item, tuple) else (None, item)
             try:
@@ -396,21 +396,22 @@ class EventStore(EventHistory):
                 )
                 stored = False
                 continue
-            rows.append((id_, e.runtime, e.seq, e.ts, e.agent_id, e.kind, data))
+            # flat, as the INSERT takes them: no tuple per row kept, none taken apart again
+            extend((id_, e.runtime, e.seq, e.ts, e.agent_id, e.kind, data))
         if stored:
             outcomes.append((done, failed))
 
     def _commit(
         self,
         conn: sqlite3.Connection,
-        rows: list[_Row],
+        params: list[Any],
         outcomes: list[tuple[Callback | None, Callback | None]],
         states: list[_State],
     ) -> None:
-        if rows or states:
+        if params or states:
             try:
                 conn.execute("BEGIN")
-                if rows and self._insert(conn, rows) != len(rows):
+                if params and self._insert(conn, params) != len(params) // _COLUMNS:
                     self._complete = False  # a repeat of a stored (runtime, seq), skipped
                 for state in states:
                     self._save(conn, state)
@@ -418,15 +419,16 @@ class EventStore(EventHistory):
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                what = f"a batch of {len(rows)} events" if rows else "saved state"
+                what = f"a batch of {len(params) // _COLUMNS} events" if params else "saved state"
                 self._fail(f"could not store {what}: {exc}", exc)
                 _call([failed for _, failed in outcomes], "failed")
                 return
             self.commits += 1
         _call([done for done, _ in outcomes], "done")
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[_Row]) -> int:
-        """Insert ``rows`` in order, up to ``_most_rows`` per statement; the rows stored.
+    def _insert(self, conn: sqlite3.Connection, params: list[Any]) -> int:
+        """Insert the events of ``params`` in order, up to ``_most_rows`` per statement; the
+        rows stored.
 
         Not ``executemany``: it steps the statement once per row, and sqlite3 lets go of
         the GIL and takes it back around every step; with the agents' loop busy in the
@@ -435,10 +437,11 @@ class EventStore(EventHistory):
         dozen SQL texts serve every batch size from sqlite3's statement cache.
         """
         stored = at = 0
-        while at < len(rows):
-            size = min(self._most_rows, 1 << ((len(rows) - at).bit_length() - 1))
-            params = list(chain.from_iterable(rows[at : at + size]))
-            stored += conn.execute(insert_sql(size), params).rowcount
+        count = len(params) // _COLUMNS
+        while at < count:
+            size = min(self._most_rows, 1 << ((count - at).bit_length() - 1))
+            rows = params[at * _COLUMNS : (at + size) * _COLUMNS]
+            stored += conn.execute(insert_sql(size), rows).rowcount
             at += size
         return stored
 
