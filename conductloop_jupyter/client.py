@@ -16,6 +16,7 @@ from .core.events import Event
 from .core.view import Request
 from .hub.discovery import HubAddress, resolve_home
 from .hub.locator import Locator
+from .hub.protocol import exception_for
 from .local import conductors, owner
 from .notebook.plot_methods import PlotMethods
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
     from .notebook.dashboard import Dashboard
     from .notebook.phone import PhoneLink
-
-_USAGE_STATUSES = {400, 404, 409}
 
 
 class Hub(PlotMethods):
@@ -79,11 +78,11 @@ class Hub(PlotMethods):
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             try:
-                message = json.loads(error.read())["error"]["message"]
+                found = json.loads(error.read())["error"]
+                code, message = str(found["code"]), str(found["message"])
             except (ValueError, KeyError, TypeError):
-                message = f"HTTP {error.code}"
-            kind = UsageError if error.code in _USAGE_STATUSES else ConductLoopError
-            raise kind(message) from None
+                code, message = "", f"HTTP {error.code}"
+            raise exception_for(code, message) from None
         except (urllib.error.URLError, OSError) as error:
             raise ConductLoopError(
                 f"the hub at {self.address.url} does not answer: {error}"

@@ -24,15 +24,10 @@ from jupyter_server.utils import ensure_async
 from tornado import web, websocket
 from traitlets import Bool, Float, Int, Unicode
 
-from .hub.app import (
-    AgentsMixin,
-    ClientSocketMixin,
-    CommandsMixin,
-    EventsMixin,
-    PendingMixin,
-    StatusMixin,
-)
+from .hub.app import ClientSocketMixin
 from .hub.discovery import HUB_ENV, SECRET_ENV, resolve_home
+from .hub.endpoints import ROUTES
+from .hub.routes import Call, Endpoints, mount
 from .hub.server import HubBusy, HubServer
 
 RESOURCE = "conductloop"
@@ -47,39 +42,29 @@ class _LabMixin:
         return f"jupyterlab:{getattr(user, 'username', 'user')}"
 
 
-class LabAgents(_LabMixin, AgentsMixin, APIHandler):
+class LabEndpoint(_LabMixin, Endpoints, APIHandler):
+    """An endpoint under the Jupyter server: its login, then ``@authorized``."""
+
     @web.authenticated
     @authorized
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        await self.respond()
+        await self.dispatch("GET")
 
-
-class LabPending(_LabMixin, PendingMixin, APIHandler):
-    @web.authenticated
-    @authorized
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        await self.respond()
-
-
-class LabStatus(_LabMixin, StatusMixin, APIHandler):
-    @web.authenticated
-    @authorized
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        await self.respond()
-
-
-class LabEvents(_LabMixin, EventsMixin, APIHandler):
-    @web.authenticated
-    @authorized
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        await self.respond()
-
-
-class LabCommands(_LabMixin, CommandsMixin, APIHandler):
     @web.authenticated
     @authorized
     async def post(self, *args: Any, **kwargs: Any) -> None:
-        await self.respond()
+        await self.dispatch("POST")
+
+    def call(self) -> Call:
+        request = self.request
+        return Call(
+            self.settings["conductloop_hub"],
+            self.who(),
+            request.query_arguments,
+            request.body,
+            request.headers,
+            request.remote_ip or "",
+        )
 
 
 class LabSocket(_LabMixin, ClientSocketMixin, JupyterHandler, websocket.WebSocketHandler):
@@ -133,14 +118,7 @@ class ConductLoopApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(
-            [
-                ("/conductloop/api/agents", LabAgents),
-                ("/conductloop/api/pending", LabPending),
-                ("/conductloop/api/status", LabStatus),
-                ("/conductloop/api/events", LabEvents),
-                ("/conductloop/api/commands", LabCommands),
-                ("/conductloop/api/ws", LabSocket),
-            ]
+            [*mount(ROUTES, "jupyter", LabEndpoint), ("/conductloop/api/ws", LabSocket)]
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:

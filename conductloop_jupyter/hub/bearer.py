@@ -9,12 +9,13 @@ WebSocket handshake carries none.
 from __future__ import annotations
 
 import hmac
-import json
+from typing import Any
 
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 
-from .protocol import MAX_CLIENT_MESSAGE
+from .protocol import MAX_CLIENT_MESSAGE, ErrorCode
+from .routes import refuse, refuse_http
 
 
 def check_bearer(handler: web.RequestHandler, max_body: int = MAX_CLIENT_MESSAGE) -> None:
@@ -27,19 +28,17 @@ def check_bearer(handler: web.RequestHandler, max_body: int = MAX_CLIENT_MESSAGE
     secret: str = handler.settings["conductloop_secret"]
     given = handler.request.headers.get("Authorization", "")
     if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:], secret)):
-        _refuse(handler, 401, "unauthorized", "this hub needs its secret")
+        _refuse(handler, "unauthorized", "this hub needs its secret")
     length = handler.request.headers.get("Content-Length", "0")
     if not length.isdigit() or int(length) > max_body:
-        _refuse(handler, 413, "bad_message", f"a request body is at most {max_body} bytes")
+        _refuse(handler, "too_large", f"a request body is at most {max_body} bytes")
     connection = handler.request.connection
     if isinstance(connection, HTTP1Connection):
         connection.set_max_body_size(max_body)  # a chunked body too
 
 
-def _refuse(handler: web.RequestHandler, status: int, code: str, message: str) -> None:
-    handler.set_status(status)
-    handler.set_header("Content-Type", "application/json")
-    handler.finish(json.dumps({"error": {"code": code, "message": message}}))
+def _refuse(handler: web.RequestHandler, code: ErrorCode, message: str) -> None:
+    refuse(handler, code, message)
     raise web.Finish()
 
 
@@ -56,6 +55,10 @@ class BearerHandler(web.RequestHandler):
 
     def who(self) -> str:
         return self.request.headers.get("X-ConductLoop-By", "client")[:64] or "client"
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """tornado's own errors (an unknown path) in the table's shape, not an HTML page."""
+        refuse_http(self, status_code)
 
 
 class HubNotFound(BearerHandler):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import socket
 import time
@@ -29,19 +28,14 @@ from tornado import httputil, web, websocket
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from ..core.errors import PairingError, UsageError
-from ..core.payloads import is_text
 from .certificate import self_signed
 from .commands import serve_client_message
+from .endpoints import ROUTES
 from .hub import Hub
 from .listener import PHONE_LIMITS, BoundedHTTPServer
 from .pairing import CodeStatus, Device, Pairing, code_id
-from .protocol import (
-    MAX_CLIENT_MESSAGE,
-    ProtocolError,
-    dumps,
-    load,
-)
+from .protocol import MAX_CLIENT_MESSAGE, ErrorCode, dumps
+from .routes import Call, Endpoints, mount, refuse, refuse_http
 from .sendqueue import SendQueue
 
 log = logging.getLogger("conductloop.phone")
@@ -124,10 +118,8 @@ class PhoneService:
             [
                 (r"/", PageHandler, {"asset": "index.html"}),
                 (r"/(app\.js|app\.css)", PageHandler),
-                (r"/pair", PairHandler),
-                (r"/api/state", StateHandler),
-                (r"/api/events", EventsHandler),
-                (r"/api/command", CommandHandler),
+                *mount(ROUTES, "pairing", PhoneEndpoint),
+                *mount(ROUTES, "device", PhoneEndpoint),
                 (r"/ws", PhoneSocket),
             ],
             default_handler_class=NotFound,
@@ -273,25 +265,28 @@ class PhoneHandler(PhoneMixin, web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(body))
 
-    def fail(self, status: int, code: str, message: str, **extra: Any) -> None:
-        self.send_json({"error": {"code": code, "message": message, **extra}}, status)
+    def fail(self, code: ErrorCode, message: str) -> None:
+        refuse(self, code, message)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"code": "http", "message": self._reason}}))
+        refuse_http(self, status_code)
 
     def device_or_401(self) -> Device | None:
         device = self.current_device()
         if device is None:
-            self.fail(401, "unauthorized", "this phone is not paired (or was signed out)")
+            self.fail("unauthorized", "this phone is not paired (or was signed out)")
         return device
 
     def post_allowed(self, device: Device) -> bool:
+        """A POST of a paired device: same origin, its CSRF token, a token of its rate."""
         if not self.same_origin():
-            self.fail(403, "forbidden", "cross-origin request refused")
+            self.fail("forbidden", "cross-origin request refused")
             return False
         if not self.phone.pairing.check_csrf(device, self.request.headers.get("X-CSRF-Token")):
-            self.fail(403, "forbidden", "missing or wrong CSRF token")
+            self.fail("forbidden", "missing or wrong CSRF token")
+            return False
+        if not self.phone.allow_command(device):
+            self.fail("rate_limited", "too many commands; slow down")
             return False
         return True
 
@@ -315,35 +310,31 @@ class PageHandler(PhoneHandler):
         self.finish(body)
 
 
-class PairHandler(PhoneHandler):
-    async def post(self) -> None:
-        if not self.same_origin():
-            self.fail(403, "forbidden", "cross-origin request refused")
-            return
-        try:
-            body = load(self.request.body)
-            code = body.get("code")
-            if not isinstance(code, str):
-                raise ProtocolError("bad_message", "field 'code' must be a string")
-            name = body.get("name")
-            if name is not None and not is_text(name):
-                raise ProtocolError("bad_message", "field 'name' must be text")
-            device, token = await self.phone.pairing.pair(  # claims and saves, or neither
-                code,
-                name=name or "",
-                user_agent=self.request.headers.get("User-Agent", ""),
-                address=self.request.remote_ip or "",
-            )
-        except ProtocolError as error:
-            self.fail(400, error.code, error.message)
-            return
-        except PairingError as error:
-            if error.retry_after:
-                self.set_header("Retry-After", str(int(error.retry_after) + 1))
-            status = 429 if "too many" in str(error) else 403
-            self.fail(status, "pairing", str(error), retry_after=error.retry_after)
-            return
-        self.phone.claimed()
+class PhoneEndpoint(Endpoints, PhoneHandler):
+    """An endpoint on the phone listener (the ``Host`` checked in ``prepare``)."""
+
+    def call(self) -> Call | None:
+        device = None
+        if "pairing" in self.route.auth:  # before pairing: a same-origin page only
+            if not self.same_origin():
+                self.fail("forbidden", "cross-origin request refused")
+                return None
+        else:
+            device = self.device_or_401()
+            if device is None or (self.request.method == "POST" and not self.post_allowed(device)):
+                return None
+        request = self.request
+        return Call(
+            self.phone.hub,
+            f"phone:{device.name}" if device is not None else "phone",
+            request.query_arguments,
+            request.body,
+            request.headers,
+            request.remote_ip or "",
+            device,
+        )
+
+    def set_device_cookie(self, token: str) -> None:
         self.set_cookie(
             COOKIE,
             token,
@@ -353,51 +344,6 @@ class PairHandler(PhoneHandler):
             path="/",
             expires_days=365,
         )
-        self.send_json({"device": device.public(), "csrf": self.phone.pairing.csrf(device)})
-
-
-class StateHandler(PhoneHandler):
-    def get(self) -> None:
-        device = self.device_or_401()
-        if device is None:
-            return
-        self.send_json(
-            {
-                "device": device.public(),
-                "csrf": self.phone.pairing.csrf(device),
-                "snapshot": self.phone.hub.snapshot(),
-            }
-        )
-
-
-class EventsHandler(PhoneHandler):
-    async def get(self) -> None:
-        device = self.device_or_401()
-        if device is None:
-            return
-        agent_id = self.get_argument("agent_id", "")
-        if agent_id not in self.phone.hub.view.agents:
-            self.fail(404, "unknown_agent", f"no agent {agent_id!r}")
-            return
-        self.send_json({"events": await self.phone.hub.recent_events(agent_id, 50)})
-
-
-class CommandHandler(PhoneHandler):
-    async def post(self) -> None:
-        device = self.device_or_401()
-        if device is None or not self.post_allowed(device):
-            return
-        if not self.phone.allow_command(device):
-            self.fail(429, "rate_limited", "too many commands; slow down")
-            return
-        try:
-            result = await self.phone.hub.command(load(self.request.body), f"phone:{device.name}")
-        except ProtocolError as error:
-            from .app import HTTP_STATUS
-
-            self.fail(HTTP_STATUS.get(error.code, 400), error.code, error.message)
-            return
-        self.send_json({"ok": True, "result": result})
 
 
 class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
@@ -420,13 +366,11 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
         # ``Sec-Fetch-Site: same-origin``), which a page elsewhere cannot make, but a
         # stolen cookie in any other client can. Checked before the cookie is looked at.
         if not self.same_origin():
-            self.set_status(403)
-            self.finish(json.dumps({"error": {"code": "forbidden", "message": "bad origin"}}))
+            refuse(self, "forbidden", "bad origin")
             return
         self.device = self.current_device()
         if self.device is None:
-            self.set_status(401)
-            self.finish(json.dumps({"error": {"code": "unauthorized", "message": "not paired"}}))
+            refuse(self, "unauthorized", "not paired")
             return
         await super().get(*args, **kwargs)
 
@@ -485,13 +429,3 @@ class PhoneSocket(PhoneMixin, websocket.WebSocketHandler):
 def _log_request(handler: web.RequestHandler) -> None:
     request = handler.request
     log.debug("%d %s %s", handler.get_status(), request.method, request.path)
-
-
-def check_phone_options(host: str | None, port: int | None) -> None:
-    if host is not None:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise UsageError(f"host must be an IP address of this machine, not {host!r}") from None
-    if port is not None and (not isinstance(port, int) or not 0 <= port < 65536):
-        raise UsageError(f"port must be 0..65535, not {port!r}")

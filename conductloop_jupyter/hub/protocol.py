@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
-from ..core.errors import ConductLoopError
+from ..core.errors import ConductLoopError, PairingError, UsageError
 from ..core.events import SEQ_MAX, Event, FieldError
 from ..core.payloads import is_text, json_problem
 from ..core.steering import COMMAND_FIELDS
@@ -39,29 +39,86 @@ MAX_BATCH = 5000
 MAX_CODE_WAIT = 60.0
 
 ErrorCode = Literal[
-    "bad_json",  # not JSON, or not a JSON object
-    "bad_message",  # a field is missing or of the wrong type
-    "unknown_type",  # "type" is not a message this channel accepts
-    "unauthorized",  # no or wrong credentials
-    "unknown_agent",  # no agent with that id on this hub
-    "unknown_request",  # no request with that id on this hub
-    "unknown_code",  # no pairing code with that id on this hub
-    "usage",  # the runtime refused the command (e.g. pause of a finished agent)
-    "runtime_gone",  # the runtime that owns the agent is not connected
-    "timeout",  # the runtime did not answer in time
-    "rate_limited",  # too many commands
-    "bad_event",  # one event of a batch broke its kind's schema: refused, the rest kept
+    "bad_json",
+    "bad_message",
+    "too_large",
+    "unknown_type",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "bad_method",
+    "unknown_agent",
+    "unknown_request",
+    "unknown_code",
+    "pairing",
+    "pairing_locked",
+    "usage",
+    "rate_limited",
+    "runtime_gone",
+    "timeout",
+    "bad_event",
 ]
-ERROR_CODES: frozenset[str] = frozenset(ErrorCode.__args__)  # type: ignore[attr-defined]
+
+
+class ErrorSpec(NamedTuple):
+    """How one error code travels: its HTTP status, and what a Python client raises."""
+
+    status: int
+    raises: type[ConductLoopError]
+    meaning: str
+
+
+#: The one error table: code -> HTTP status -> Python exception (hub, REST, every client).
+ERRORS: dict[ErrorCode, ErrorSpec] = {
+    "bad_json": ErrorSpec(400, UsageError, "not JSON, or not a JSON object"),
+    "bad_message": ErrorSpec(400, UsageError, "a field is missing or of the wrong type"),
+    "too_large": ErrorSpec(413, UsageError, "a request body over the limit (64 KiB)"),
+    "unknown_type": ErrorSpec(400, UsageError, "not a message type this channel accepts"),
+    "unauthorized": ErrorSpec(401, ConductLoopError, "no or wrong credentials"),
+    "forbidden": ErrorSpec(403, ConductLoopError, "cross-origin, or a missing CSRF token"),
+    "not_found": ErrorSpec(404, UsageError, "no such path, or not on this listener"),
+    "bad_method": ErrorSpec(405, UsageError, "this path takes another HTTP method"),
+    "unknown_agent": ErrorSpec(404, UsageError, "no agent with that id on this hub"),
+    "unknown_request": ErrorSpec(404, UsageError, "no request with that id on this hub"),
+    "unknown_code": ErrorSpec(404, UsageError, "no pairing code with that id on this hub"),
+    "pairing": ErrorSpec(403, PairingError, "a pairing code that is wrong, used or expired"),
+    "pairing_locked": ErrorSpec(429, PairingError, "too many wrong pairing codes: wait"),
+    "usage": ErrorSpec(409, UsageError, "the runtime refused the command"),
+    "rate_limited": ErrorSpec(429, ConductLoopError, "too many commands"),
+    "runtime_gone": ErrorSpec(503, ConductLoopError, "the owning runtime is not connected"),
+    "timeout": ErrorSpec(504, ConductLoopError, "the runtime did not answer in time"),
+    "bad_event": ErrorSpec(400, UsageError, "one event of a batch broke its kind's schema"),
+}
+ERROR_CODES: frozenset[str] = frozenset(ERRORS)
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """A REST error's body: ``{"error": {"code", "message", ...}}``."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def exception_for(code: str, message: str) -> ConductLoopError:
+    """What the table says a Python client raises for ``code`` (else ``ConductLoopError``)."""
+    spec = ERRORS.get(code)  # type: ignore[call-overload]
+    return (spec.raises if spec is not None else ConductLoopError)(message)
 
 
 class ProtocolError(ConductLoopError):
     """A message that breaks the protocol; ``code`` says how."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.extra = extra  # more fields of the REST error body (``retry_after``)
+
+    @property
+    def status(self) -> int:
+        """Its HTTP status, from ``ERRORS``."""
+        return ERRORS[self.code].status
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, **self.extra)
 
     def to_wire(self, reply_to: str | None = None) -> dict[str, Any]:
         error: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}

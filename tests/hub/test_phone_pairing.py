@@ -194,7 +194,7 @@ def test_repeated_wrong_codes_over_http_are_locked_out_with_429_and_retry_after(
     statuses = [phone.claim("wrong").status for _ in range(3)]
     assert statuses == [403, 403, 403]
     locked = phone.claim(code)  # even the right code, while locked out
-    assert (locked.status, locked.error) == (429, "pairing")
+    assert (locked.status, locked.error) == (429, "pairing_locked")
     assert int(locked.headers["Retry-After"]) >= 4
     assert locked.json()["error"]["retry_after"] == 4
     clock.advance(4)
