@@ -28,6 +28,7 @@ import contextlib
 import enum
 import json
 import logging
+import operator
 import os
 import socket
 from collections import deque
@@ -66,6 +67,7 @@ SMALL_KINDS = frozenset({
 })  # fmt: skip
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
 Deliver = Callable[[list[Event]], None]
+_kind = operator.attrgetter("kind")
 
 
 class LinkState(enum.StrEnum):
@@ -121,9 +123,11 @@ class HubLink:
     # -- the sink ----------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        self._unsent.append(event)
-        while self._held() > self.buffer_size:
-            self._drop_oldest()
+        unsent = self._unsent
+        unsent.append(event)
+        if len(unsent) + len(self._inflight) > self.buffer_size:  # (at least ``_held()``)
+            while self._held() > self.buffer_size:
+                self._drop_oldest()
         if event.kind not in CHATTER:
             self._urgent = True
         elif not self._idle:
@@ -324,15 +328,19 @@ class HubLink:
 
     def _next_events(self) -> list[Event]:
         """Up to ``MAX_BATCH`` events for an in-process hub, cut as ``_next_batch`` would."""
-        events: list[Event] = []
         unsent, inflight = self._unsent, self._inflight
-        while unsent and len(events) < MAX_BATCH:
-            event = unsent.popleft()
-            inflight.append(event)
-            if event.seq > self.acked:
-                events.append(event if event.kind in SMALL_KINDS else _fit(event)[0])
+        if len(unsent) <= MAX_BATCH:  # whole queues at a time: the agents' thread runs this
+            events = list(unsent)
+            unsent.clear()
+        else:
+            events = [unsent.popleft() for _ in range(MAX_BATCH)]
+        inflight.extend(events)
         if not unsent:
             self._urgent = False
+        if events and events[0].seq <= self.acked:  # (the queues are in seq order)
+            events = [event for event in events if event.seq > self.acked]
+        if not SMALL_KINDS.issuperset(map(_kind, events)):
+            events = [event if event.kind in SMALL_KINDS else _fit(event)[0] for event in events]
         return events
 
     async def _read_loop(self, ws: WebSocketClientConnection) -> None:
@@ -381,9 +389,11 @@ class HubLink:
         return reply
 
     def _acknowledge(self, seq: int) -> None:
-        self.acked = max(self.acked, seq)
+        acked = self.acked = max(self.acked, seq)
         for queue in (self._inflight, self._unsent):
-            while queue and queue[0].seq <= self.acked:
+            if queue and queue[-1].seq <= acked:  # the common case: all of it (seq order)
+                queue.clear()
+            while queue and queue[0].seq <= acked:
                 queue.popleft()
         if not self.unacked and self._drained is not None:
             self._drained.set()
