@@ -40,14 +40,13 @@ class Supervisors:
         self.dropped = 0
         self._task: asyncio.Task[None] | None = None
         self._waker: asyncio.Future[None] | None = None
-
-    @property
-    def active(self) -> bool:
-        return bool(self._fns)
+        #: whether any supervisor is registered (read for every event: an attribute)
+        self.active = False
 
     def add(self, fn: Supervisor) -> None:
         """Register ``fn``; on the loop thread (or before the runtime has a loop)."""
         self._fns.append(fn)
+        self.active = True
         loop = self._runtime.host.loop
         if loop is not None and not loop.is_closed():
             self._ensure(loop)
