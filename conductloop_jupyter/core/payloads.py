@@ -53,9 +53,17 @@ def _optional(check: Check) -> Check:
     return lambda value: value is None or check(value)
 
 
+_CHOICES: dict[Check, frozenset[str]] = {}  # each ``_one_of`` check: the texts it allows
+
+
 def _one_of(*values: str) -> Check:
     allowed = frozenset(values)
-    return lambda value: type(value) is str and value in allowed
+
+    def check(value: Any) -> bool:
+        return type(value) is str and value in allowed
+
+    _CHOICES[check] = allowed  # ``problem`` tests these without the call
+    return check
 
 
 def _texts(value: Any) -> bool:
@@ -145,24 +153,41 @@ def problem(kind: str, data: Mapping[str, Any]) -> str | None:
 
     Every value, named in the schema or not, nested or not, must be JSON that a store and
     a browser take: text without lone surrogates, finite numbers, 64-bit integers. One
-    pass over ``data``: the hub checks every event of every runtime.
+    pass over ``data``: the hub checks every event of every runtime, so the checks of
+    text and of a choice of texts (most fields) are made here, without a call.
     """
     schema = _COMPILED.get(kind)  # None: a kind this version does not know, stored and ignored
-    fields = schema[0] if schema is not None else _NO_FIELDS
-    if schema is not None and not schema[1] <= data.keys():
-        missing = next(name for name in SCHEMAS[kind][0] if name not in data)
-        return f"{kind}.{missing}: missing ({fields[missing][1]})"
+    if schema is None:
+        fields = _NO_FIELDS
+    else:
+        fields, required = schema
+        for name in required:
+            if name not in data:
+                return f"{kind}.{name}: missing ({fields[name][2]})"
     for key, item in data.items():
-        if type(key) is not str or not (key.isascii() or is_text(key)):
-            return f"{kind}.{_short(key)}: a key must be text"
         spec = fields.get(key)
-        if spec is not None and not spec[0](item):
-            return f"{kind}.{key}: must be {spec[1]}, not {_short(item)}"
-        if type(item) in _PLAIN and spec is not None:
-            continue  # its check has seen all there is to it
-        bad = _unfit_item(item, 0)
-        if bad is not None:
-            return f"{kind}.{key}{bad}"
+        if spec is None or type(key) is not str:  # (a field's name is ASCII text)
+            if type(key) is not str or not (key.isascii() or is_text(key)):
+                return f"{kind}.{_short(key)}: a key must be text"
+            bad = _unfit_item(item, 0)
+            if bad is not None:
+                return f"{kind}.{key}{bad}"
+            continue
+        how, check, what = spec
+        if how is _TEXT:
+            if type(item) is str and (item.isascii() or is_text(item)):
+                continue
+        elif how is _CHOICE:
+            if type(item) is str and item in check:
+                continue
+        elif check(item):
+            if type(item) in _PLAIN:
+                continue  # its check has seen all there is to it
+            bad = _unfit_item(item, 0)
+            if bad is not None:
+                return f"{kind}.{key}{bad}"
+            continue
+        return f"{kind}.{key}: must be {what}, not {_short(item)}"
     return None
 
 
@@ -172,10 +197,25 @@ def field_of(problem: str) -> str:
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-_NO_FIELDS: dict[str, tuple[Check, str]] = {}
-#: kind -> (its fields' checks, required and optional together; the required names)
+_TEXT, _CHOICE, _CALL = "text", "choice", "call"  # how ``problem`` tests a field
+_Field = tuple[str, Any, str]  # how, the check (the allowed texts of a choice), what it must be
+_NO_FIELDS: dict[str, _Field] = {}
+
+
+def _field(check: Check, what: str) -> _Field:
+    if check is is_text:
+        return (_TEXT, check, what)
+    if check in _CHOICES:
+        return (_CHOICE, _CHOICES[check], what)
+    return (_CALL, check, what)
+
+
+#: kind -> (its fields, required and optional together; the required names, in order)
 _COMPILED = {
-    kind: ({**required, **optional}, frozenset(required))
+    kind: (
+        {name: _field(*spec) for name, spec in {**required, **optional}.items()},
+        tuple(required),
+    )
     for kind, (required, optional) in SCHEMAS.items()
 }
 
