@@ -257,6 +257,8 @@ class Context(_Handle):
         # 5 us of a step that only logs and checks.
         yield
         port, record = self._port, self._record
+        if port.passing(record):  # nothing to honour, nothing queued: the common case
+            return []
         if not port.clear(record):
             yield from port.gate(record).__await__()
         return port.take_instructions(record)

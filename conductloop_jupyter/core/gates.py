@@ -66,6 +66,14 @@ class Gates:
         gate = record.gate
         return gate.stop is None and not gate.pause and record.budget is None
 
+    @staticmethod
+    def passing(record: AgentRecord) -> bool:
+        """True when a checkpoint has nothing to do: ``clear``, and no instruction queued."""
+        gate = record.gate
+        return (
+            gate.stop is None and not gate.pause and record.budget is None and not gate.instructions
+        )
+
     async def gate(self, record: AgentRecord) -> None:
         runtime, gate = self._runtime, record.gate
         while True:

@@ -392,8 +392,9 @@ class Runtime:
         else:
             self.emit_threadsafe(record.agent_id, kind, data)
 
-    # every checkpoint calls these two: the gates' own functions, without a call around them
+    # the gates' own functions, without a call around them (``passing``: every checkpoint)
     clear = staticmethod(Gates.clear)
+    passing = staticmethod(Gates.passing)
     take_instructions = staticmethod(Gates.take_instructions)
 
     async def gate(self, record: AgentRecord) -> None:
