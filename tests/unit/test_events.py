@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import json
 import math
+import pickle
 from typing import Any
 
 import pytest
@@ -61,6 +63,29 @@ def test_event_is_frozen_so_assigning_a_field_raises() -> None:
         event.kind = "log"  # type: ignore[misc]
     assert event.seq == 7
     assert event.kind == "agent.status"
+
+
+def test_an_event_copied_or_pickled_is_an_equal_frozen_event() -> None:
+    event = _event(data={"text": "searching", "n": [1, 2]})
+    for again in (copy.copy(event), copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
+        assert type(again) is Event
+        assert again == event
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            again.seq = 8  # type: ignore[misc]
+    assert dataclasses.replace(event, seq=9).seq == 9
+    assert not hasattr(event, "__dict__")  # slots only, as many are kept in memory
+
+
+def test_a_subclass_of_event_is_built_with_its_own_layout_and_stays_frozen() -> None:
+    class Tagged(Event):
+        pass
+
+    event = Tagged(1, 2.0, "rt", None, "log", {"level": "info", "message": "hi"})
+    assert type(event) is Tagged
+    assert (event.seq, event.kind, event.data["message"]) == (1, "log", "hi")
+    assert type(copy.copy(event)) is Tagged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.kind = "agent.status"  # type: ignore[misc]
 
 
 def test_to_wire_then_from_wire_gives_back_an_equal_event() -> None:

@@ -154,6 +154,18 @@ async def test_redirect_is_delivered_exactly_once_in_order() -> None:
         ]
 
 
+async def test_a_checkpoint_is_a_coroutine_a_task_or_wait_for_can_run() -> None:
+    async with conductor() as (loop, _):
+
+        @loop.agent
+        async def waiter(ctx: cl.Context) -> list[list[str]]:
+            first = await asyncio.wait_for(ctx.checkpoint(), 5)
+            loop.redirect(ctx.agent_id, "next")
+            return [first, await asyncio.create_task(ctx.checkpoint()), await ctx.checkpoint()]
+
+        assert await loop.start("waiter") == [[], ["next"], []]
+
+
 async def test_steering_an_ended_agent_raises_usage_error_naming_it() -> None:
     async with conductor() as (loop, _):
 
